@@ -1,0 +1,43 @@
+# esmpi: every target sets itself up on a fresh machine (pip only; MPI comes from the PyPI mpich wheel).
+# Always the venv's launcher *and* interpreter: a system mpiexec/python would silently mismatch.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+MPIEXEC := $(VENV)/bin/mpiexec
+NP      ?= $(shell nproc 2>/dev/null || echo 2)
+CONFIG  ?= jobs/default.toml
+ARGS    ?=
+# Outer time limits so that a hung MPI test can never stall CI (pytest-timeout's thread method
+# covers single tests; this covers everything else).
+T_SERIAL ?= 900
+T_MPI    ?= 600
+PYTEST_MPI = --only-mpi -q -p no:cacheprovider --timeout=300 --timeout-method=thread --color=no
+
+.PHONY: setup run test test-serial test-mpi clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(MPIEXEC) -n 2 $(PY) -c "from mpi4py import MPI; assert MPI.COMM_WORLD.size == 2"
+	touch $@
+
+# The default job: HalfCheetah-v5 on every core of this machine (see README).
+run: setup
+	$(MPIEXEC) -n $(NP) $(PY) -m esmpi.run --config $(CONFIG) $(ARGS)
+
+test: setup test-serial test-mpi
+
+test-serial: setup
+	timeout -k 10 $(T_SERIAL) $(PY) -m pytest -q --timeout=600 --timeout-method=thread --color=no
+
+# The same MPI tests at 1, 2 and 3 ranks prove world-size invariance (3 ranks on 2 cores is fine).
+test-mpi: setup
+	for n in 1 2 3; do \
+	  echo "== MPI tests on $$n rank(s)"; \
+	  timeout -k 10 $(T_MPI) $(MPIEXEC) -n $$n $(PY) -m pytest $(PYTEST_MPI) tests || exit $$?; \
+	done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,234 @@
+"""Run configuration: a frozen, typed tree loaded from ``jobs/*.toml``.
+
+Holds the pydantic models (one per TOML table), ``load_config`` (file + ``--set key=value``
+overrides), ``dump_config`` (the resolved config written into every run), and ``ConfigError``
+whose message names the file, the key and what to do.
+
+Every key is documented by its ``Field(description=...)``; ``docs/config.md`` lists them.
+Unknown keys, wrong types (strict: ``"0.02"`` is not a float, ``1.0`` is not an int) and
+out-of-range values are refused.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RunConfig(_Section):
+    seed: int = Field(0, ge=0, lt=2**63, description="Run seed: perturbation offsets, episode seeds, initial theta.")
+    generations: int = Field(100, ge=0, description="Stop after this many generations (0 = no limit; then set another budget).")
+    max_timesteps: int = Field(0, ge=0, description="Stop once TimestepsSoFar reaches this (0 = no limit).")
+    max_seconds: float = Field(0.0, ge=0, description="Stop at the first generation boundary after this wall time (0 = no limit). Agreed collectively.")
+
+    @model_validator(mode="after")
+    def _some_budget(self):
+        if self.generations == 0 and self.max_timesteps == 0 and self.max_seconds == 0:
+            raise ValueError("no budget: set run.generations, run.max_timesteps or run.max_seconds > 0")
+        return self
+
+
+class EnvConfig(_Section):
+    id: str = Field("HalfCheetah-v5", description="Gymnasium environment id.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make.")
+    max_episode_steps: int = Field(0, ge=0, description="Episode time limit; 0 = the env's registered limit.")
+
+
+class PolicyConfig(_Section):
+    hidden: tuple[int, ...] = Field((64, 64), description="Hidden layer sizes of the MLP.")
+    nonlinearity: Literal["tanh", "relu", "elu", "selu", "linear"] = Field("tanh", description="Hidden activation.")
+    action_bins: int = Field(0, ge=0, description="0: continuous actions clipped to the box; K>=2: K discrete bins per action dimension (paper: 10 for Hopper/Swimmer).")
+    hidden_init_std: float = Field(1.0, gt=0, description="normc scale of hidden layers (reference: 1.0).")
+    output_init_std: float = Field(0.01, gt=0, description="normc scale of the output layer (reference: 0.01).")
+
+    @field_validator("hidden", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, v):
+        return tuple(v) if isinstance(v, list) else v
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, v):
+        if any(h < 1 for h in v):
+            raise ValueError("every hidden size must be >= 1")
+        return v
+
+    @field_validator("action_bins")
+    @classmethod
+    def _bins(cls, v):
+        if v == 1:
+            raise ValueError("action_bins must be 0 (continuous) or >= 2")
+        return v
+
+
+class ESConfig(_Section):
+    noise_stdev: float = Field(0.02, gt=0, description="sigma: perturbation scale (reference: 0.02).")
+    pairs_per_generation: int = Field(64, ge=1, description="Antithetic pairs per block; each pair is 2 episodes.")
+    min_timesteps_per_generation: int = Field(0, ge=0, description="Evaluate further blocks of pairs until this many timesteps (reference: timesteps_per_batch).")
+    max_blocks_per_generation: int = Field(100, ge=1, description="Safety cap on extra blocks when min_timesteps_per_generation is not met.")
+    l2coeff: float = Field(0.005, ge=0, description="L2 coefficient added to the ascent direction (reference: 0.005).")
+    shaping: str = Field("centered_ranks", description="Fitness shaping, from esmpi.shaping.SHAPINGS.")
+    obs_stat_fraction: float = Field(0.01, ge=0, le=1, description="Fraction of pairs whose observations feed the normaliser (reference calc_obstat_prob: 0.01). 0 disables normalisation.")
+    obs_std_floor: float = Field(0.1, gt=0, description="Lower bound of the observation std (reference: sqrt(1e-2)).")
+    obs_clip: float = Field(5.0, gt=0, description="Normalised observations are clipped to +-obs_clip.")
+    action_noise_std: float = Field(0.0, ge=0, description="Gaussian noise added to training actions (never to evaluation).")
+    eval_episodes: int = Field(4, ge=0, description="Episodes of the unperturbed theta per generation.")
+    episode_cutoff: Literal["env", "adaptive"] = Field("env", description="'env': env time limit; 'adaptive': reference's adaptive limit.")
+    cutoff_initial: int = Field(100, ge=1, description="adaptive: initial limit.")
+    cutoff_increase_threshold: float = Field(0.5, gt=0, le=1, description="adaptive: raise the limit when this fraction of episodes hits it.")
+    cutoff_increase_ratio: float = Field(1.5, gt=1, description="adaptive: multiply the limit by this.")
+
+    @field_validator("shaping")
+    @classmethod
+    def _known_shaping(cls, v):
+        from .shaping import SHAPINGS
+
+        if v not in SHAPINGS:
+            raise ValueError(f"unknown shaping {v!r}; choose one of {sorted(SHAPINGS)}")
+        return v
+
+
+class OptimizerConfig(_Section):
+    name: Literal["adam", "sgd"] = Field("adam", description="Optimizer applied to -g + l2coeff*theta.")
+    stepsize: float = Field(0.01, gt=0, description="Learning rate (reference: 0.01).")
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1.")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2.")
+    epsilon: float = Field(1e-8, gt=0, description="Adam epsilon.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+
+
+class NoiseConfig(_Section):
+    size: int = Field(25_000_000, ge=1, description="float32 entries in the noise table (reference: 250,000,000).")
+    seed: int = Field(123, ge=0, lt=2**63, description="Noise table seed (reference: 123).")
+
+
+class ChecksConfig(_Section):
+    replica_check_every: int = Field(10, ge=0, description="Compare a hash of the whole state across ranks every N generations (0 = never).")
+
+
+class CheckpointConfig(_Section):
+    every: int = Field(10, ge=0, description="Write a checkpoint every N generations (0 = only at the end).")
+    keep_last: int = Field(3, ge=1, description="Keep this many newest periodic checkpoints (plus the best).")
+
+
+class Config(_Section):
+    run: RunConfig = RunConfig()
+    env: EnvConfig = EnvConfig()
+    policy: PolicyConfig = PolicyConfig()
+    es: ESConfig = ESConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    noise: NoiseConfig = NoiseConfig()
+    checks: ChecksConfig = ChecksConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="python")
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _keys(ann, prefix + name + ".")
+        else:
+            out.append(prefix + name)
+    return out
+
+
+ALL_KEYS = _keys(Config)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, ALL_KEYS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else "; see docs/config.md for the keys"
+            lines.append(f"{source}: unknown key '{key}'{hint}")
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r} of type {type(got).__name__})"
+            where = f"key '{key}'" if key else "config"
+            lines.append(f"{source}: {where}: {e['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{source}: cannot set '{dotted}': '{p}' is not a table")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse ``key=value`` where value is a TOML value (``0.05``, ``[32, 32]``, ``"Hopper-v5"``).
+
+    A bare word that is not valid TOML is taken as a string, so ``env.id=Hopper-v5`` works.
+    """
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set es.noise_stdev=0.05")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def config_from_dict(tree: dict, source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Load a TOML job file (or the built-in defaults when ``path`` is None) and apply overrides."""
+    tree: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found; pass an existing file to --config (see jobs/)")
+        try:
+            tree = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value, f"--set {key}")
+    if overrides:
+        source += " (with --set " + ", ".join(overrides) + ")"
+    return config_from_dict(tree, source)
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as TOML text (every key, defaults included)."""
+    return tomli_w.dumps(_tomlable(cfg.to_dict()))
+
+
+def _tomlable(x):
+    if isinstance(x, dict):
+        return {k: _tomlable(v) for k, v in x.items()}
+    if isinstance(x, tuple):
+        return [_tomlable(v) for v in x]
+    return x

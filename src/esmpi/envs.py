@@ -1,0 +1,139 @@
+"""The only gymnasium import: make an environment from the config and describe its spaces.
+
+``make_env(env_cfg)`` returns an ``Env`` whose ``step``/``reset`` are the *unwrapped* env's
+methods (the gymnasium wrappers cost time per step and add nothing we need): the time limit is
+applied by the rollout's own step counter, from ``max_episode_steps``.
+
+Also registers ``esmpi/PointMass-v0``, a tiny deterministic numpy env used by the fast tests;
+its kwargs can inject NaN rewards or exceptions to exercise failure handling.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from .errors import EnvError
+from .policy import ActionSpec
+
+
+class PointMassEnv(gym.Env):
+    """Point mass in R^dim pushed towards a fixed target. obs = (position, velocity) (2*dim,),
+    action in [-1, 1]^dim, reward = -|pos - target|^2 per step; terminates if |pos|_inf > 4.
+
+    kwargs: ``nan_prob`` (episodes whose reset draw falls below it return a NaN reward at step 3),
+    ``raise_prob`` (same, but ``step`` raises RuntimeError), ``slow_rank_bias`` (unused by the
+    env, kept 0), ``discrete`` (2*dim discrete actions instead of a box).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, dim: int = 2, nan_prob: float = 0.0, raise_prob: float = 0.0, discrete: bool = False):
+        self.dim = dim
+        self.nan_prob, self.raise_prob = nan_prob, raise_prob
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2 * dim,), np.float64)
+        if discrete:
+            self.action_space = gym.spaces.Discrete(2 * dim)
+        else:
+            self.action_space = gym.spaces.Box(-1.0, 1.0, (dim,), np.float32)
+        self.discrete = discrete
+        self.target = np.where(np.arange(dim) % 2 == 0, 1.0, -1.0)
+        self.pos = np.zeros(dim)
+        self.vel = np.zeros(dim)
+        self.t = 0
+        self.fault = None
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos = self.np_random.uniform(-0.5, 0.5, self.dim)
+        self.vel = np.zeros(self.dim)
+        self.t = 0
+        u = self.np_random.uniform()
+        self.fault = "nan" if u < self.nan_prob else "raise" if u < self.nan_prob + self.raise_prob else None
+        return np.concatenate([self.pos, self.vel]), {}
+
+    def step(self, action):
+        if self.discrete:
+            a = np.zeros(self.dim)
+            a[action // 2] = 1.0 if action % 2 == 0 else -1.0
+        else:
+            a = np.asarray(action, dtype=np.float64)
+        self.vel = 0.9 * self.vel + 0.1 * a
+        self.pos = self.pos + 0.1 * self.vel
+        self.t += 1
+        reward = -float(np.sum((self.pos - self.target) ** 2))
+        if self.fault and self.t == 3:
+            if self.fault == "raise":
+                raise RuntimeError("PointMass: injected failure")
+            reward = float("nan")
+        terminated = bool(np.max(np.abs(self.pos)) > 4.0)
+        return np.concatenate([self.pos, self.vel]), reward, terminated, False, {}
+
+
+TEST_ENV_ID = "esmpi/PointMass-v0"
+if TEST_ENV_ID not in gym.envs.registry:
+    gym.register(id=TEST_ENV_ID, entry_point=PointMassEnv, max_episode_steps=50)
+
+
+@dataclass
+class Env:
+    """A made env: ``reset(seed) -> (obs, info)``, ``step(a) -> (obs, r, terminated, truncated, info)``."""
+
+    id: str
+    gym_env: gym.Env
+    obs_dim: int
+    action: ActionSpec
+    max_episode_steps: int
+
+    def __post_init__(self):
+        self.reset = self.gym_env.unwrapped.reset
+        self.step = self.gym_env.unwrapped.step
+
+    def close(self):
+        self.gym_env.close()
+
+
+def _check_id(env_id: str) -> None:
+    if ":" in env_id:  # "module:Env-vN" imports a module first; let gymnasium resolve it
+        return
+    if env_id not in gym.envs.registry:
+        close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise EnvError(f"env.id {env_id!r}: unknown Gymnasium environment.{hint} "
+                       "List them with: python -c \"import gymnasium; print(sorted(gymnasium.envs.registry))\"")
+
+
+def describe_spaces(env_id: str, observation_space, action_space) -> tuple[int, ActionSpec]:
+    obs = observation_space
+    if not (isinstance(obs, gym.spaces.Box) and len(obs.shape) == 1):
+        raise EnvError(f"env {env_id!r}: observation space {obs} is not supported; esmpi's MLP takes a flat "
+                       "Box (wrap the env with gymnasium.wrappers.FlattenObservation in a registered entry point)")
+    act = action_space
+    if isinstance(act, gym.spaces.Discrete):
+        return obs.shape[0], ActionSpec("discrete", n=int(act.n))
+    if isinstance(act, gym.spaces.Box) and len(act.shape) == 1:
+        if not (np.all(np.isfinite(act.low)) and np.all(np.isfinite(act.high))):
+            raise EnvError(f"env {env_id!r}: action box {act} has infinite bounds; esmpi clips actions to the box "
+                           "and needs finite bounds (rescale the env's actions with a wrapper)")
+        return obs.shape[0], ActionSpec("box", dim=act.shape[0], low=tuple(float(x) for x in act.low),
+                                        high=tuple(float(x) for x in act.high))
+    raise EnvError(f"env {env_id!r}: action space {act} is not supported; use a 1-D Box or a Discrete space")
+
+
+def make_env(env_cfg) -> Env:
+    """``env_cfg``: the ``[env]`` config section (id, kwargs, max_episode_steps)."""
+    _check_id(env_cfg.id)
+    try:
+        e = gym.make(env_cfg.id, disable_env_checker=True, **dict(env_cfg.kwargs))
+    except gym.error.Error as ex:
+        raise EnvError(f"env.id {env_cfg.id!r}: gymnasium could not make it: {ex}") from None
+    except TypeError as ex:
+        raise EnvError(f"env.kwargs {dict(env_cfg.kwargs)!r} for {env_cfg.id!r}: {ex}") from None
+    obs_dim, action = describe_spaces(env_cfg.id, e.observation_space, e.action_space)
+    limit = env_cfg.max_episode_steps or (e.spec.max_episode_steps if e.spec else None)
+    if not limit:
+        raise EnvError(f"env {env_cfg.id!r} has no registered time limit; set env.max_episode_steps in the config")
+    return Env(env_cfg.id, e, obs_dim, action, int(limit))

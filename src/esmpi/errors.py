@@ -1,0 +1,39 @@
+"""User-facing error types. Each message is one or a few lines naming the file, key or env and the fix.
+
+``run.py`` prints an ``EsmpiError`` without a traceback and exits with ``EXIT_USAGE``; any other
+exception is a bug or an environment crash and aborts every rank with its traceback.
+"""
+
+EXIT_USAGE = 2        # bad config, env id, run directory, checkpoint
+EXIT_REPLICA = 3      # ranks diverged (replica check)
+EXIT_NONFINITE = 4    # theta became non-finite
+
+
+class EsmpiError(Exception):
+    """An error caused by the user's input; printed as one message, no traceback."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(EsmpiError):
+    pass
+
+
+class EnvError(EsmpiError):
+    pass
+
+
+class RunDirError(EsmpiError):
+    pass
+
+
+class CheckpointError(EsmpiError):
+    pass
+
+
+class ReplicaMismatch(EsmpiError):
+    exit_code = EXIT_REPLICA
+
+
+class NonFiniteTheta(EsmpiError):
+    exit_code = EXIT_NONFINITE

@@ -1,0 +1,114 @@
+"""Per-generation metrics: one plain dict per generation, and sinks that take those dicts.
+
+``HISTORY_KEYS`` is the fixed column list of the history (HDF5 table, JSONL, CSV). The reference's
+log keys are kept with their meaning, except ``Norm`` and ``GradNorm``, which are L2 norms here
+(the reference logged squared norms).
+
+Sinks: ``ProgressLine`` (one concise line per generation, for terminals and Slurm logs) and
+``JsonlSink`` (``progress.jsonl``, flushed every generation so ``tail -f`` works).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+
+HISTORY_KEYS = [
+    "Generation",
+    "EpRewMean", "EpRewStd", "EpRewMax", "EpLenMean", "EpFailures",
+    "EvalEpRewMean", "EvalEpRewStd", "EvalEpLenMean", "EvalEpCount", "EvalPopRank",
+    "Norm", "GradNorm", "UpdateRatio",
+    "EpisodesThisIter", "EpisodesSoFar", "TimestepsThisIter", "TimestepsSoFar",
+    "ObCount", "EpisodeCutoff", "BlocksThisIter",
+    "TimeElapsedThisIter", "TimeElapsed", "TimeRollout", "TimeComm", "TimeUpdate", "StepsPerSec",
+]
+
+
+def generation_metrics(batch, stats: dict, generation: int, state, times: dict, blocks: int) -> dict:
+    ok = ~batch.failed
+    rets = batch.returns[ok]
+    ev_ok = ~batch.eval_failed
+    ev = batch.eval_returns[ev_ok]
+    steps = int(batch.lengths.sum())
+    m = {
+        "Generation": generation,
+        "EpRewMean": float(rets.mean()) if rets.size else math.nan,
+        "EpRewStd": float(rets.std()) if rets.size else math.nan,
+        "EpRewMax": float(rets.max()) if rets.size else math.nan,
+        "EpLenMean": float(batch.lengths.mean()),
+        "EpFailures": int(batch.failed.sum()),
+        "EvalEpRewMean": float(ev.mean()) if ev.size else math.nan,
+        "EvalEpRewStd": float(ev.std()) if ev.size else math.nan,
+        "EvalEpLenMean": float(batch.eval_lengths[ev_ok].mean()) if ev.size else math.nan,
+        "EvalEpCount": int(ev.size),
+        # fraction of this generation's perturbed returns below the mean evaluation return
+        "EvalPopRank": float(np.searchsorted(np.sort(rets.ravel()), ev.mean()) / rets.size) if ev.size and rets.size else math.nan,
+        "EpisodesThisIter": int(batch.returns.size),
+        "EpisodesSoFar": state.episodes_so_far,
+        "TimestepsThisIter": steps,
+        "TimestepsSoFar": state.timesteps_so_far,
+        "BlocksThisIter": blocks,
+        "TimeElapsedThisIter": times["generation"],
+        "TimeElapsed": times["elapsed"],
+        "TimeRollout": times["rollout"],
+        "TimeComm": times["comm"],
+        "TimeUpdate": times["update"],
+        "StepsPerSec": steps / times["generation"] if times["generation"] > 0 else math.nan,
+    }
+    m.update(stats)
+    return m
+
+
+def _si(x: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.2f}{unit}"
+    return f"{x:.0f}"
+
+
+def _dur(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class ProgressLine:
+    """Prints e.g. ``gen   12 | steps 1.23M | ret -123.4 ± 56.7 (max 80.1) | eval 234.5 | 45.2k st/s | 3.1s | ETA 5m12s``."""
+
+    def __init__(self, run_cfg, stream=None):
+        self.run_cfg = run_cfg
+        self.stream = stream or sys.stdout
+
+    def eta(self, m: dict) -> float:
+        rc = self.run_cfg
+        per_gen = m["TimeElapsed"] / max(m["Generation"], 1)
+        cands = []
+        if rc.generations:
+            cands.append((rc.generations - m["Generation"]) * per_gen)
+        if rc.max_timesteps and m["StepsPerSec"] > 0:
+            cands.append(max(rc.max_timesteps - m["TimestepsSoFar"], 0) / (m["TimestepsSoFar"] / max(m["TimeElapsed"], 1e-9)))
+        if rc.max_seconds:
+            cands.append(rc.max_seconds - m["TimeElapsed"])
+        return max(min(cands), 0.0) if cands else math.nan
+
+    def __call__(self, m: dict) -> None:
+        ev = "  n/a" if not m["EvalEpCount"] else f"{m['EvalEpRewMean']:.1f}"
+        fail = f" | {m['EpFailures']} failed" if m["EpFailures"] else ""
+        print(f"gen {m['Generation']:4d} | steps {_si(m['TimestepsSoFar']):>7} | ret {m['EpRewMean']:9.2f} ± {m['EpRewStd']:.2f}"
+              f" (max {m['EpRewMax']:.1f}) | eval {ev} | len {m['EpLenMean']:.0f} | {_si(m['StepsPerSec'])} st/s"
+              f" | {m['TimeElapsedThisIter']:.2f}s | ETA {_dur(self.eta(m))}{fail}", file=self.stream, flush=True)
+
+
+class JsonlSink:
+    def __init__(self, path):
+        self.f = open(path, "a", buffering=1)
+
+    def __call__(self, m: dict) -> None:
+        self.f.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}) + "\n")
+
+    def close(self):
+        self.f.close()

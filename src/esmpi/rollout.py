@@ -1,0 +1,138 @@
+"""Objectives the ES loop evaluates: one episode of a (perturbed) theta -> ``EpisodeResult``.
+
+``EnvObjective`` runs an MLP policy in a gymnasium env; ``FunctionObjective`` wraps a black-box
+``f(theta) -> float``. Both expose the same small interface, so new objectives (novelty, MNIST
+loss, ...) plug into the same MPI loop:
+
+- ``num_params``, ``obs_dim`` (0 = no observation normalisation), ``max_episode_steps``
+- ``initial_theta(rng) -> (num_params,) float32``
+- ``set_obs_norm(mean, std)`` before a generation's episodes
+- ``episode(theta, seed, cutoff, record_obs, action_noise_rng) -> EpisodeResult``
+
+An episode ends when the env terminates or truncates, or at ``cutoff`` steps. A NaN/inf reward
+or observation, or an exception from the env, makes the episode *failed*: its return is -inf (it
+ranks last), the reason is kept for the log, and no observation statistics are taken from it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .policy import MLPPolicy, MLPSpec
+
+
+@dataclass
+class EpisodeResult:
+    ret: float
+    length: int
+    failed: bool = False
+    reason: str = ""
+    obs_sum: np.ndarray | None = None     # (obs_dim,) float64 when recorded
+    obs_sumsq: np.ndarray | None = None
+    obs_count: int = 0
+
+
+class EnvObjective:
+    def __init__(self, cfg):
+        from .envs import make_env  # the only gymnasium import lives there
+
+        self.env = make_env(cfg.env)
+        p = cfg.policy
+        if p.action_bins and self.env.action.kind != "box":
+            from .errors import ConfigError
+            raise ConfigError(f"policy.action_bins={p.action_bins} needs a Box action space; "
+                              f"{cfg.env.id} has a Discrete one: set policy.action_bins = 0")
+        self.spec = MLPSpec(self.env.obs_dim, self.env.action, tuple(p.hidden), p.nonlinearity, p.action_bins,
+                            p.hidden_init_std, p.output_init_std)
+        self.policy = MLPPolicy(self.spec, cfg.es.obs_clip)
+        self.num_params = self.spec.num_params
+        self.obs_dim = self.env.obs_dim
+        self.max_episode_steps = self.env.max_episode_steps
+        self.action_noise_std = cfg.es.action_noise_std
+        self._continuous = self.env.action.kind == "box" and not p.action_bins
+
+    def initial_theta(self, rng: np.random.Generator) -> np.ndarray:
+        return self.spec.init_theta(rng)
+
+    def spec_dict(self) -> dict:
+        """The policy's layout, stored in checkpoints so a policy can be rebuilt without the env."""
+        s = self.spec
+        return {"type": "mlp", "env_id": self.env.id, "layer_sizes": s.layer_sizes, "nonlinearity": s.nonlinearity,
+                "action_bins": s.action_bins, "action": {"kind": s.action.kind, "dim": s.action.dim, "n": s.action.n,
+                                                         "low": list(s.action.low), "high": list(s.action.high)},
+                "obs_clip": float(self.policy.obs_clip), "max_episode_steps": self.max_episode_steps}
+
+    def set_obs_norm(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.policy.set_obs_norm(mean, std)
+
+    def episode(self, theta: np.ndarray, seed: int, cutoff: int, record_obs: bool = False,
+                action_noise_rng: np.random.Generator | None = None) -> EpisodeResult:
+        policy, env = self.policy, self.env
+        policy.set_theta(theta)
+        noisy = action_noise_rng is not None and self.action_noise_std > 0 and self._continuous
+        if record_obs:
+            s = np.zeros(self.obs_dim)
+            ss = np.zeros(self.obs_dim)
+        ret, t = 0.0, 0
+        step = env.step
+        isfinite = math.isfinite
+        try:
+            obs, _ = env.reset(seed=seed)
+            while True:
+                if not isfinite(obs.sum()):
+                    return EpisodeResult(-math.inf, t, True, f"non-finite observation at step {t}")
+                if record_obs:
+                    s += obs
+                    ss += np.square(obs)
+                a = policy(obs)
+                if noisy:
+                    a = np.clip(a + self.action_noise_std * action_noise_rng.standard_normal(a.shape),
+                                policy._low, policy._high).astype(np.float32)
+                obs, r, terminated, truncated, _ = step(a)
+                t += 1
+                if not isfinite(r):
+                    return EpisodeResult(-math.inf, t, True, f"non-finite reward {r} at step {t}")
+                ret += r
+                if terminated or truncated or t >= cutoff:
+                    break
+        except Exception as ex:  # an env crash fails the episode, not the run
+            return EpisodeResult(-math.inf, t, True, f"{type(ex).__name__} from env at step {t}: {ex}")
+        if record_obs:
+            return EpisodeResult(ret, t, False, "", s, ss, t)
+        return EpisodeResult(ret, t)
+
+    def close(self):
+        self.env.close()
+
+
+class FunctionObjective:
+    """Black-box ``f(theta) -> float`` to maximise; each evaluation counts as one timestep."""
+
+    obs_dim = 0
+    max_episode_steps = 1
+
+    def __init__(self, f, theta0: np.ndarray):
+        self.f = f
+        self.theta0 = np.asarray(theta0, dtype=np.float32).copy()
+        self.num_params = self.theta0.size
+
+    def initial_theta(self, rng) -> np.ndarray:
+        return self.theta0.copy()
+
+    def set_obs_norm(self, mean, std) -> None:
+        pass
+
+    def episode(self, theta, seed, cutoff, record_obs=False, action_noise_rng=None) -> EpisodeResult:
+        try:
+            v = float(self.f(theta))
+        except Exception as ex:
+            return EpisodeResult(-math.inf, 1, True, f"{type(ex).__name__} from f: {ex}")
+        if not math.isfinite(v):
+            return EpisodeResult(-math.inf, 1, True, f"f returned {v}")
+        return EpisodeResult(v, 1)
+
+    def close(self):
+        pass

@@ -1,0 +1,148 @@
+"""``python -m esmpi.run``: train one job under ``mpiexec -n N`` (any N >= 1).
+
+    python -m esmpi.run [--config jobs/NAME.toml] [--set key=value ...] [--out RUN_DIR]
+
+Without ``--config`` it trains the default job (``jobs/default.toml`` values, which are also the
+built-in defaults). The run directory (default ``runs/<env>-s<seed>-<time>``) must not exist:
+esmpi never overwrites results.
+
+Exit codes: 0 done; 2 bad input (config, env, run directory); 3 replicas diverged; 4 theta became
+non-finite; 75 stopped by a signal after writing a checkpoint; 1 a crash (every rank is aborted
+and the failing rank's traceback is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import EsmpiError, RunDirError
+
+EXIT_SIGNALLED = 75  # EX_TEMPFAIL: "try again", what requeueing batch scripts look for
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m esmpi.run", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", "-c", help="TOML job file (see jobs/); default: the built-in default job")
+    ap.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, value in TOML syntax (e.g. --set es.noise_stdev=0.05); repeatable")
+    ap.add_argument("--out", "-o", help="run directory to create (must not exist)")
+    ap.add_argument("--runs-root", default="runs", help="parent of the default run directory (default: runs)")
+    ap.add_argument("--quiet", "-q", action="store_true", help="no progress line per generation")
+    return ap.parse_args(argv)
+
+
+class _Flag:
+    """Set by signal handlers; read only at generation boundaries (collectively)."""
+
+    def __init__(self):
+        self.set = False
+        self.signum = None
+
+    def __call__(self) -> bool:
+        return self.set
+
+    def handler(self, signum, frame):
+        self.set, self.signum = True, signum
+
+
+def _default_run_dir(cfg, root: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = cfg.env.id.replace("/", "_").replace(":", "_")
+    return Path(root) / f"{name}-s{cfg.run.seed}-{stamp}"
+
+
+def _agree(comm, fn):
+    """Run ``fn`` on every rank; if it raised an EsmpiError on any rank, raise the first one's message on all."""
+    err = None
+    try:
+        out = fn()
+    except EsmpiError as e:
+        err, out = (type(e).__name__, str(e), e.exit_code), None
+    errs = [e for e in comm.allgather_obj(err) if e is not None]
+    if errs:
+        name, msg, code = errs[0]
+        ex = EsmpiError(msg)
+        ex.exit_code = code
+        raise ex
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from .comm import make_comm
+
+    comm = make_comm()
+    try:
+        return _main(args, comm)
+    except EsmpiError as e:
+        if comm.rank == 0:
+            print(f"esmpi: error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    except BaseException:  # a crash on this rank: show it, then take every rank down (no hang)
+        sys.stderr.write(f"[rank {comm.rank}] esmpi crashed:\n{traceback.format_exc()}")
+        sys.stderr.flush()
+        if comm.size > 1:
+            comm.abort(1)
+        return 1
+    finally:
+        comm.free()
+
+
+def _main(args, comm) -> int:
+    from .config import dump_config, load_config
+    from .metrics import JsonlSink, ProgressLine
+    from .rollout import EnvObjective
+    from .train import Trainer
+
+    cfg = _agree(comm, lambda: load_config(args.config, args.overrides))
+
+    def make_run_dir():
+        if comm.rank != 0:
+            return None
+        d = Path(args.out) if args.out else _default_run_dir(cfg, args.runs_root)
+        if d.exists():
+            raise RunDirError(f"run directory {d} already exists; esmpi never overwrites results: "
+                              "choose another --out (or remove it yourself)")
+        d.mkdir(parents=True)
+        (d / "config.toml").write_text(dump_config(cfg))
+        return str(d)
+
+    run_dir = Path(comm.bcast_obj(_agree(comm, make_run_dir)))
+    objective = _agree(comm, lambda: EnvObjective(cfg))
+    flag = _Flag()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, flag.handler)
+    sinks = [] if args.quiet else [ProgressLine(cfg.run)]
+    jsonl = JsonlSink(run_dir / "progress.jsonl") if comm.rank == 0 else None
+    if jsonl:
+        sinks.append(jsonl)
+    trainer = _agree(comm, lambda: Trainer(cfg, objective, comm, run_dir=run_dir, sinks=sinks, stop_requested=flag))
+    if comm.rank == 0:
+        budget = ", ".join(f"{k}={v}" for k, v in cfg.run.model_dump().items() if k != "seed" and v)
+        print(f"esmpi: {cfg.env.id}, {objective.num_params} parameters, {comm.size} rank(s) "
+              f"[{getattr(comm, 'library', '')}], {cfg.es.pairs_per_generation} pairs/generation, "
+              f"seed {cfg.run.seed}, budget {budget}\nesmpi: run directory {run_dir}", flush=True)
+    state = trainer.run()
+    if jsonl:
+        jsonl.close()
+    objective.close()
+    if comm.rank == 0:
+        last = trainer.history[-1] if trainer.history else {}
+        print(f"esmpi: done after {state.generation} generations, {state.timesteps_so_far} timesteps; "
+              f"last eval {last.get('EvalEpRewMean', float('nan')):.2f}; best eval {trainer.best_eval:.2f}; "
+              f"state in {run_dir / 'latest.h5'}", flush=True)
+    if trainer.stopped_by & 2:
+        if comm.rank == 0:
+            print(f"esmpi: stopped by signal {flag.signum} after a checkpoint (exit {EXIT_SIGNALLED})", flush=True)
+        return EXIT_SIGNALLED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Per-purpose random streams derived from the run seed.
+
+Every stream is ``numpy.random.Generator(PCG64(SeedSequence([seed, PURPOSE, *indices])))``, a pure
+function of its address, so any rank can rebuild any draw without communication and the result
+does not depend on which rank made it. The global numpy RNG is never used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Purpose tags: never renumber (checkpoints and published runs depend on them).
+OFFSETS = 1          # (g, block) -> noise offsets of the block's pairs
+OBS_STAT = 2         # (g, block) -> which pairs record observation statistics
+EPISODE = 3          # (g, block, pair, sign) -> env reset seed and action noise
+EVAL = 4             # (g, episode) -> evaluation episode seed
+INIT_THETA = 5       # () -> initial policy parameters
+
+
+def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, purpose, *indices])))
+
+
+def episode_seed(seed: int, purpose: int, *indices: int) -> int:
+    """A 63-bit integer seed for ``env.reset(seed=...)``."""
+    return int(np.random.SeedSequence([seed, purpose, *indices]).generate_state(2, np.uint64)[0] >> np.uint64(1))

@@ -1,0 +1,209 @@
+"""The ES loop: Algorithm 2 of Salimans et al. (2017), every rank equal.
+
+Per generation, on every rank:
+    set the observation normaliser from the state  ->  for each block of pairs: evaluate my pairs
+    (and, in block 0, my evaluation episodes)  ->  allgather the scalar rows  ->  (more blocks while
+    the generation has fewer than ``min_timesteps_per_generation`` steps)  ->  restore pair order
+    ->  ``es.tell`` (identical update everywhere)  ->  metrics  ->  replica check every N
+    generations  ->  collective stop/checkpoint decision (one integer OR-reduction).
+
+Nothing but scalar rows and small observation sums crosses the network; theta is never sent.
+Rank 0 writes files (checkpoints, progress); every decision is agreed by all ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint, es, seeding
+from .errors import ConfigError, ReplicaMismatch
+from .evaluate import BlockEvaluator, obs_mask
+from .metrics import generation_metrics
+from .noise import NoiseTable
+
+STOP = 1          # budget reached (generations, timesteps or wall time)
+SIGNALLED = 2     # a rank received SIGTERM/SIGINT/SIGUSR1: checkpoint and stop
+
+
+class Trainer:
+    """Owns the noise table, the objective and the current ``ESState``; ``run()`` trains.
+
+    ``state``/``history`` may come from a checkpoint (resume); otherwise theta is initialised from
+    ``(run seed, INIT_THETA)`` by the objective.
+    """
+
+    def __init__(self, cfg, objective, comm, *, run_dir: str | Path | None = None, state: es.ESState | None = None,
+                 history: list[dict] | None = None, sinks=(), time_offset: float = 0.0, stop_requested=None):
+        self.cfg, self.objective, self.comm = cfg, objective, comm
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        d = objective.num_params
+        if cfg.noise.size < d:
+            raise ConfigError(f"noise.size = {cfg.noise.size} is smaller than the policy's {d} parameters; "
+                              f"set noise.size >= {d} (a table 100x larger keeps perturbations nearly independent)")
+        self.noise = NoiseTable(cfg.noise.size, cfg.noise.seed, comm)
+        self.max_steps = objective.max_episode_steps
+        if state is None:
+            theta0 = objective.initial_theta(seeding.rng(cfg.run.seed, seeding.INIT_THETA))
+            cutoff = min(cfg.es.cutoff_initial, self.max_steps) if cfg.es.episode_cutoff == "adaptive" else self.max_steps
+            state = es.initial_state(theta0, objective.obs_dim, cutoff)
+        self.state = state
+        self.history: list[dict] = list(history or [])
+        self.sinks = list(sinks) if comm.rank == 0 else []
+        self.evaluator = BlockEvaluator(objective, self.noise, cfg.run.seed, cfg.es.noise_stdev, comm.rank, comm.size)
+        self.time_offset = time_offset
+        self.stop_requested = stop_requested or (lambda: False)
+        self.best_eval = max((h["EvalEpRewMean"] for h in self.history if np.isfinite(h.get("EvalEpRewMean", np.nan))),
+                             default=-np.inf)
+        self._t_start = time.perf_counter()
+        self.policy_json = json.dumps(getattr(objective, "spec_dict", lambda: {})())
+
+    # ------------------------------------------------------------------ one generation
+    def generation(self) -> dict:
+        cfg, st, comm = self.cfg, self.state, self.comm
+        escfg = cfg.es
+        t0 = time.perf_counter()
+        g = st.generation
+        d = st.theta.size
+        if self.objective.obs_dim:
+            self.objective.set_obs_norm(*st.obs.mean_std(escfg.obs_std_floor))
+        cutoff = min(st.cutoff, self.max_steps)
+        n = escfg.pairs_per_generation
+        use_an = escfg.action_noise_std > 0
+        self.evaluator.failure_lines = 0
+        offs, pairs, obs, evals = [], [], [], None
+        t_roll = t_comm = 0.0
+        block = steps = 0
+        while True:
+            o = self.noise.offsets(cfg.run.seed, g, block, n, d)
+            mask = obs_mask(cfg.run.seed, g, block, n, escfg.obs_stat_fraction, self.objective.obs_dim)
+            ta = time.perf_counter()
+            p_rows, o_rows = self.evaluator.pairs(st.theta, g, block, o, mask, cutoff, use_an)
+            e_rows = self.evaluator.evals(st.theta, g, escfg.eval_episodes, self.max_steps) if block == 0 else None
+            tb = time.perf_counter()
+            comm.wait_for_all()
+            P = comm.allgather_rows(p_rows)
+            O = comm.allgather_rows(o_rows)
+            if block == 0:
+                evals = comm.allgather_rows(e_rows)
+            t_roll += tb - ta
+            t_comm += time.perf_counter() - tb
+            offs.append(o)
+            pairs.append(P)
+            obs.append(O)
+            steps += int(P[:, 3:5].sum())
+            block += 1
+            if steps >= escfg.min_timesteps_per_generation or block >= escfg.max_blocks_per_generation:
+                break
+        batch = _assemble(offs, pairs, obs, evals, self.objective.obs_dim)
+        tu = time.perf_counter()
+        self.state, stats = es.tell(st, batch, self.noise, escfg, cfg.optimizer, self.max_steps)
+        t_update = time.perf_counter() - tu
+        now = time.perf_counter()
+        times = {"generation": now - t0, "elapsed": self.time_offset + now - self._t_start,
+                 "rollout": t_roll, "comm": t_comm, "update": t_update}
+        m = generation_metrics(batch, stats, self.state.generation, self.state, times, block)
+        self.history.append(m)
+        for sink in self.sinks:
+            sink(m)
+        return m
+
+    # ------------------------------------------------------------------ invariants and decisions
+    def check_replicas(self) -> None:
+        """Every rank compares the sha256 of its whole state with every other rank's; on a mismatch
+        every rank raises the same ReplicaMismatch naming the groups of ranks that differ."""
+        digest = np.frombuffer(es.state_digest(self.state), dtype=np.uint8).astype(np.float64)
+        rows = self.comm.allgather_rows(digest.reshape(1, -1))
+        groups: dict[bytes, list[int]] = {}
+        for r, row in enumerate(rows):
+            groups.setdefault(row.astype(np.uint8).tobytes(), []).append(r)
+        if len(groups) > 1:
+            desc = "; ".join(f"ranks {v} hold state {k[:4].hex()}" for k, v in groups.items())
+            raise ReplicaMismatch(f"replica check failed after generation {self.state.generation}: {desc}. "
+                                  "The replicas diverged (non-deterministic env, library or hardware difference); "
+                                  "resume from the last checkpoint after fixing the cause")
+
+    def _budget_reached(self) -> bool:
+        rc, st = self.cfg.run, self.state
+        if rc.generations and st.generation >= rc.generations:
+            return True
+        if rc.max_timesteps and st.timesteps_so_far >= rc.max_timesteps:
+            return True
+        return bool(rc.max_seconds and self.time_offset + time.perf_counter() - self._t_start >= rc.max_seconds)
+
+    def decide(self) -> int:
+        bits = (STOP if self._budget_reached() else 0) | (SIGNALLED if self.stop_requested() else 0)
+        return self.comm.any_flags(bits)
+
+    # ------------------------------------------------------------------ files (rank 0)
+    def save_checkpoint(self, path: Path) -> Path:
+        return checkpoint.save(path, self.state, self.history, self.config_json(), world_size=self.comm.size,
+                               policy_json=self.policy_json, mpi_library=getattr(self.comm, "library", ""))
+
+    def config_json(self) -> str:
+        return json.dumps(self.cfg.to_dict())
+
+    def _checkpoint_files(self, m: dict, final: bool) -> None:
+        if self.comm.rank != 0 or self.run_dir is None:
+            return
+        ck = self.run_dir / "checkpoints"
+        ck.mkdir(exist_ok=True)
+        g = self.state.generation
+        every = self.cfg.checkpoint.every
+        if final or (every and g % every == 0):
+            path = self.save_checkpoint(ck / f"gen_{g:06d}.h5")
+            _point_latest(self.run_dir / "latest.h5", path)
+            old = sorted(ck.glob("gen_*.h5"))[:-self.cfg.checkpoint.keep_last]
+            for p in old:
+                p.unlink()
+        ev = m.get("EvalEpRewMean", np.nan)
+        if np.isfinite(ev) and ev > self.best_eval:
+            self.best_eval = ev
+            self.save_checkpoint(ck / "best.h5")
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> es.ESState:
+        every = self.cfg.checks.replica_check_every
+        self.stopped_by = bits = self.decide()
+        while not bits:
+            m = self.generation()
+            if every and self.state.generation % every == 0:
+                self.check_replicas()
+            self.stopped_by = bits = self.decide()
+            self._checkpoint_files(m, final=bool(bits))
+        if every:
+            self.check_replicas()
+        return self.state
+
+
+def _point_latest(link: Path, target: Path) -> None:
+    tmp = link.with_name(link.name + ".tmp")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(Path(target).relative_to(link.parent))
+    tmp.replace(link)
+
+
+def _assemble(offs, pairs, obs, evals, obs_dim) -> es.Batch:
+    """Concatenate the blocks and put every gathered row back in global pair order."""
+    P = np.concatenate(pairs)
+    P = P[np.argsort(P[:, 0], kind="stable")]
+    O = np.concatenate([o.reshape(-1, 2 + 2 * obs_dim) for o in obs])
+    O = O[np.argsort(O[:, 0], kind="stable")]
+    E = evals.reshape(-1, 4)
+    E = E[np.argsort(E[:, 0], kind="stable")]
+    return es.Batch(
+        offsets=np.concatenate(offs),
+        returns=P[:, 1:3].copy(),
+        lengths=P[:, 3:5].astype(np.int64),
+        failed=P[:, 5:7] != 0,
+        obs_sum=O[:, 2 : 2 + obs_dim],
+        obs_sumsq=O[:, 2 + obs_dim :],
+        obs_count=O[:, 1],
+        eval_returns=E[:, 1].copy(),
+        eval_lengths=E[:, 2].astype(np.int64),
+        eval_failed=E[:, 3] != 0,
+    )
