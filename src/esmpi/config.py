@@ -155,7 +155,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, ALL_KEYS, n=1)
+            # a misspelt table is compared with table names, a misspelt key with full dotted keys
+            pool = list(Config.model_fields) if "." not in key else ALL_KEYS
+            close = difflib.get_close_matches(key, pool, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else "; see docs/config.md for the keys"
             lines.append(f"{source}: unknown key '{key}'{hint}")
         else:

@@ -28,16 +28,17 @@ def init_state(d: int) -> OptState:
 def adam(state: OptState, grad: np.ndarray, stepsize: float, beta1: float, beta2: float, epsilon: float, **_):
     t = state.t + 1
     a = np.float32(stepsize * np.sqrt(1 - beta2**t) / (1 - beta1**t))
+    # (1 - beta) in float64, then float32: 1 - float32(0.999) would be 1.3e-5 off
     b1, b2 = np.float32(beta1), np.float32(beta2)
-    m = b1 * state.m + (np.float32(1) - b1) * grad
-    v = b2 * state.v + (np.float32(1) - b2) * (grad * grad)
+    m = b1 * state.m + np.float32(1 - beta1) * grad
+    v = b2 * state.v + np.float32(1 - beta2) * (grad * grad)
     step = -a * m / (np.sqrt(v) + np.float32(epsilon))
     return step.astype(np.float32), OptState(t, m, v)
 
 
 def sgd(state: OptState, grad: np.ndarray, stepsize: float, momentum: float, **_):
     mom = np.float32(momentum)
-    m = mom * state.m + (np.float32(1) - mom) * grad
+    m = mom * state.m + np.float32(1 - momentum) * grad
     step = (-np.float32(stepsize)) * m
     return step.astype(np.float32), OptState(state.t + 1, m, state.v)
 

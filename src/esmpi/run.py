@@ -73,23 +73,34 @@ def _agree(comm, fn):
     return out
 
 
+def guarded(comm, fn) -> int:
+    """Run ``fn()`` (returning an exit code) so that no rank is ever left hanging.
+
+    An EsmpiError is raised identically on every rank (set-up errors are agreed collectively, later
+    ones derive from replicated state): rank 0 prints it and every rank returns its exit code.
+    Anything else is a crash on *this* rank: print its traceback and abort every rank.
+    """
+    try:
+        return fn()
+    except EsmpiError as e:
+        if comm.rank == 0:
+            print(f"esmpi: error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    except BaseException:
+        sys.stderr.write(f"[rank {comm.rank}] esmpi crashed:\n{traceback.format_exc()}")
+        sys.stderr.flush()
+        if comm.size > 1:
+            comm.abort(1)
+        return 1
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from .comm import make_comm
 
     comm = make_comm()
     try:
-        return _main(args, comm)
-    except EsmpiError as e:
-        if comm.rank == 0:
-            print(f"esmpi: error: {e}", file=sys.stderr, flush=True)
-        return e.exit_code
-    except BaseException:  # a crash on this rank: show it, then take every rank down (no hang)
-        sys.stderr.write(f"[rank {comm.rank}] esmpi crashed:\n{traceback.format_exc()}")
-        sys.stderr.flush()
-        if comm.size > 1:
-            comm.abort(1)
-        return 1
+        return guarded(comm, lambda: _main(args, comm))
     finally:
         comm.free()
 

@@ -1,7 +1,8 @@
 """Fitness shaping: pure functions from raw returns (shape ``(n_pairs, 2)``, column 0 = +eps,
 column 1 = -eps) to shaped returns of the same shape, picked by name from ``SHAPINGS``.
 
-Convention: we *maximise* return. Failed episodes arrive as ``-inf`` and so rank last.
+Convention: we *maximise* return. Failed episodes arrive as ``-inf`` and so rank last; ties share
+their average rank (see ``ranks``).
 Centered ranks lie in [-0.5, 0.5] and are computed over all 2N returns together, as in the
 reference (``compute_centered_ranks(returns_n2)``).
 """
@@ -12,10 +13,21 @@ import numpy as np
 
 
 def ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks in [0, len(x)) of a 1-D array; ties broken by position (stable sort) so every
-    rank computes the same ranks."""
-    r = np.empty(x.size, dtype=np.int64)
-    r[np.argsort(x, kind="stable")] = np.arange(x.size)
+    """Ranks in [0, len(x)) of a 1-D array, float64; tied values share their average rank.
+
+    The reference breaks ties by sort position, which gives a pair whose two episodes tie (both
+    failed, or both at an env's return cap such as CartPole's 500) an arbitrary non-zero weight.
+    With average ranks such a pair contributes nothing. Without ties the two are identical.
+    """
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    pos = np.arange(x.size, dtype=np.float64)
+    # start index of each run of equal values, and each element's run
+    starts = np.flatnonzero(np.concatenate([[True], xs[1:] != xs[:-1]]))
+    run = np.cumsum(np.concatenate([[False], xs[1:] != xs[:-1]]))
+    ends = np.append(starts[1:], x.size) - 1
+    r = np.empty(x.size, dtype=np.float64)
+    r[order] = ((starts + ends) / 2.0)[run] if x.size else pos
     return r
 
 
@@ -23,10 +35,8 @@ def centered_ranks(returns_n2: np.ndarray) -> np.ndarray:
     n = returns_n2.size
     if n == 1:
         return np.zeros_like(returns_n2, dtype=np.float32)
-    y = ranks(returns_n2.ravel()).reshape(returns_n2.shape).astype(np.float32)
-    y /= np.float32(n - 1)
-    y -= np.float32(0.5)
-    return y
+    y = (ranks(np.asarray(returns_n2, dtype=np.float64).ravel()) / (n - 1) - 0.5).astype(np.float32)
+    return y.reshape(returns_n2.shape)
 
 
 def identity(returns_n2: np.ndarray) -> np.ndarray:
