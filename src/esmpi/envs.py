@@ -11,6 +11,7 @@ its kwargs can inject NaN rewards or exceptions to exercise failure handling.
 from __future__ import annotations
 
 import difflib
+import sys
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -96,6 +97,29 @@ class Env:
         self.gym_env.close()
 
 
+_KNOWN_HARMLESS = ("compiler attribute 'settotalmass' is deprecated",)  # gymnasium's HalfCheetah XML
+
+
+def _route_mujoco_warnings() -> None:
+    """MuJoCo's default warning handler appends to MUJOCO_LOG.TXT in the working directory and prints
+    to stderr, once per rank (1,440 lines on the paper's cluster). Drop the known-harmless asset
+    deprecation and send anything else to stderr once per distinct message per process."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+    seen = set()
+
+    def handler(msg):
+        msg = msg.decode() if isinstance(msg, bytes) else str(msg)
+        if any(k in msg for k in _KNOWN_HARMLESS) or msg in seen:
+            return
+        seen.add(msg)
+        print(f"MuJoCo warning: {msg}", file=sys.stderr, flush=True)
+
+    mujoco.set_mju_user_warning(handler)
+
+
 def _check_id(env_id: str) -> None:
     if ":" in env_id:  # "module:Env-vN" imports a module first; let gymnasium resolve it
         return
@@ -126,6 +150,7 @@ def describe_spaces(env_id: str, observation_space, action_space) -> tuple[int, 
 def make_env(env_cfg) -> Env:
     """``env_cfg``: the ``[env]`` config section (id, kwargs, max_episode_steps)."""
     _check_id(env_cfg.id)
+    _route_mujoco_warnings()
     try:
         e = gym.make(env_cfg.id, disable_env_checker=True, **dict(env_cfg.kwargs))
     except gym.error.Error as ex:
