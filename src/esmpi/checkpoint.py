@@ -174,5 +174,7 @@ def load(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: theta has dtype {state.theta.dtype} and shape {state.theta.shape}, "
                               f"expected float32 ({attrs['num_params']},)")
     names = table.dtype.names or ()
-    history = [{k: float(row[k]) for k in names} for row in table]
+    from .metrics import INT_KEYS
+    history = [{k: (int(row[k]) if k in INT_KEYS and np.isfinite(row[k]) else float(row[k])) for k in names}
+               for row in table]
     return {"state": state, "history": history, "config_json": attrs["config_json"], "attrs": attrs}

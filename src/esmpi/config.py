@@ -12,6 +12,7 @@ out-of-range values are refused.
 from __future__ import annotations
 
 import difflib
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,7 @@ class RunConfig(_Section):
     generations: int = Field(100, ge=0, description="Stop after this many generations (0 = no limit; then set another budget).")
     max_timesteps: int = Field(0, ge=0, description="Stop once TimestepsSoFar reaches this (0 = no limit).")
     max_seconds: float = Field(0.0, ge=0, description="Stop at the first generation boundary after this wall time (0 = no limit). Agreed collectively.")
+    auto_resume: bool = Field(False, description="With --out: if the run directory has checkpoints, resume from the newest (for requeued batch jobs).")
 
     @model_validator(mode="after")
     def _some_budget(self):
@@ -202,10 +204,11 @@ def config_from_dict(tree: dict, source: str = "<config>") -> Config:
         raise ConfigError(_format_errors(e, source)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Load a TOML job file (or the built-in defaults when ``path`` is None) and apply overrides."""
-    tree: dict = {}
-    source = "<defaults>"
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base_tree: dict | None = None,
+                base_source: str = "<defaults>") -> Config:
+    """Load a TOML job file (or ``base_tree``, or the built-in defaults) and apply ``key=value`` overrides."""
+    tree: dict = json.loads(json.dumps(base_tree)) if base_tree else {}
+    source = base_source
     if path is not None:
         path = Path(path)
         source = str(path)

@@ -27,6 +27,11 @@ HISTORY_KEYS = [
 ]
 
 
+# history columns that hold counts (stored as float64 in HDF5; restored as int on load)
+INT_KEYS = {"Generation", "EpFailures", "EvalEpCount", "EpisodesThisIter", "EpisodesSoFar", "TimestepsThisIter",
+            "TimestepsSoFar", "ObCount", "EpisodeCutoff", "BlocksThisIter"}
+
+
 def generation_metrics(batch, stats: dict, generation: int, state, times: dict, blocks: int) -> dict:
     ok = ~batch.failed
     rets = batch.returns[ok]
@@ -107,8 +112,12 @@ class JsonlSink:
     def __init__(self, path):
         self.f = open(path, "a", buffering=1)
 
+    @staticmethod
+    def line(m: dict) -> str:
+        return json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}) + "\n"
+
     def __call__(self, m: dict) -> None:
-        self.f.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}) + "\n")
+        self.f.write(self.line(m))
 
     def close(self):
         self.f.close()

@@ -1,6 +1,7 @@
 """``python -m esmpi.run``: train one job under ``mpiexec -n N`` (any N >= 1).
 
     python -m esmpi.run [--config jobs/NAME.toml] [--set key=value ...] [--out RUN_DIR]
+    python -m esmpi.run --resume RUN_DIR [--set run.generations=N ...]
 
 Without ``--config`` it trains the default job (``jobs/default.toml`` values, which are also the
 built-in defaults). The run directory (default ``runs/<env>-s<seed>-<time>``) must not exist:
@@ -31,7 +32,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--config", "-c", help="TOML job file (see jobs/); default: the built-in default job")
     ap.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, value in TOML syntax (e.g. --set es.noise_stdev=0.05); repeatable")
-    ap.add_argument("--out", "-o", help="run directory to create (must not exist)")
+    ap.add_argument("--out", "-o", help="run directory to create (must not exist, unless run.auto_resume = true)")
+    ap.add_argument("--resume", "-r", metavar="RUN_DIR",
+                    help="continue RUN_DIR from its newest checkpoint, bitwise as if never stopped, at any world size; "
+                         "--set may change budgets and cadence only")
     ap.add_argument("--runs-root", default="runs", help="parent of the default run directory (default: runs)")
     ap.add_argument("--quiet", "-q", action="store_true", help="no progress line per generation")
     return ap.parse_args(argv)
@@ -106,25 +110,65 @@ def main(argv=None) -> int:
 
 
 def _main(args, comm) -> int:
+    import json
+
+    from . import checkpoint, resume
     from .config import dump_config, load_config
     from .metrics import JsonlSink, ProgressLine
     from .rollout import EnvObjective
     from .train import Trainer
 
-    cfg = _agree(comm, lambda: load_config(args.config, args.overrides))
+    if args.resume and args.out:
+        raise EsmpiError("give either --resume RUN_DIR (continue a run) or --out RUN_DIR (a new run), not both")
+    cfg = None
+    if args.config or not args.resume:
+        cfg = _agree(comm, lambda: load_config(args.config, args.overrides))
 
-    def make_run_dir():
+    # ---- where, and fresh or resumed: rank 0 looks at the file system, every rank gets its answer
+    def decide_dir():
         if comm.rank != 0:
             return None
+        if args.resume:
+            return str(args.resume), "resume"
         d = Path(args.out) if args.out else _default_run_dir(cfg, args.runs_root)
+        if cfg.run.auto_resume and args.out:
+            return str(d), resume.auto_resume_action(d)
         if d.exists():
-            raise RunDirError(f"run directory {d} already exists; esmpi never overwrites results: "
-                              "choose another --out (or remove it yourself)")
-        d.mkdir(parents=True)
-        (d / "config.toml").write_text(dump_config(cfg))
-        return str(d)
+            raise RunDirError(f"run directory {d} already exists; esmpi never overwrites results: choose another "
+                              f"--out, continue it with --resume {d}, or set run.auto_resume = true")
+        return str(d), "fresh"
 
-    run_dir = Path(comm.bcast_obj(_agree(comm, make_run_dir)))
+    run_dir, mode = comm.bcast_obj(_agree(comm, decide_dir))
+    run_dir = Path(run_dir)
+
+    state = history = None
+    resumes: list = []
+    time_offset = 0.0
+    if mode == "resume":
+        ck_path = Path(comm.bcast_obj(_agree(comm, lambda: str(resume.newest_checkpoint(run_dir)) if comm.rank == 0 else None)))
+        ck = _agree(comm, lambda: checkpoint.load(ck_path))       # every rank reads it: nothing is broadcast
+        old_tree = json.loads(ck["config_json"])
+        if cfg is None:
+            cfg = _agree(comm, lambda: load_config(None, args.overrides, base_tree=old_tree, base_source=str(ck_path)))
+        changes = resume.config_changes(old_tree, json.loads(json.dumps(cfg.to_dict())))
+        _agree(comm, lambda: resume.check_changes(changes, ck_path))
+        state, history = ck["state"], ck["history"]
+        time_offset = history[-1]["TimeElapsed"] if history else 0.0
+        resumes = resume.load_resumes(ck["attrs"]) + [resume.resume_record(state.generation, comm.size, changes)]
+
+    def prepare_dir():
+        if comm.rank != 0:
+            return
+        run_dir.mkdir(parents=True, exist_ok=mode != "fresh")
+        _atomic_write(run_dir / "config.toml", dump_config(cfg))
+        # the checkpoint's history is the truth: generations logged after it are recomputed identically
+        jl = run_dir / "progress.jsonl"
+        if mode == "resume":
+            _atomic_write(jl, "".join(JsonlSink.line(h) for h in history))
+        elif jl.exists():
+            jl.unlink()
+
+    _agree(comm, prepare_dir)
     objective = _agree(comm, lambda: EnvObjective(cfg))
     flag = _Flag()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
@@ -133,12 +177,19 @@ def _main(args, comm) -> int:
     jsonl = JsonlSink(run_dir / "progress.jsonl") if comm.rank == 0 else None
     if jsonl:
         sinks.append(jsonl)
-    trainer = _agree(comm, lambda: Trainer(cfg, objective, comm, run_dir=run_dir, sinks=sinks, stop_requested=flag))
+    trainer = _agree(comm, lambda: Trainer(cfg, objective, comm, run_dir=run_dir, state=state, history=history,
+                                           sinks=sinks, stop_requested=flag, time_offset=time_offset, resumes=resumes))
+    if mode == "resume":
+        trainer.check_replicas()
     if comm.rank == 0:
-        budget = ", ".join(f"{k}={v}" for k, v in cfg.run.model_dump().items() if k != "seed" and v)
+        budget = ", ".join(f"{k}={v}" for k, v in cfg.run.model_dump().items() if k not in ("seed", "auto_resume") and v)
+        what = {"fresh": "run directory", "restart": "restarting (no checkpoint yet) in",
+                "resume": f"resuming generation {trainer.state.generation} of"}[mode]
         print(f"esmpi: {cfg.env.id}, {objective.num_params} parameters, {comm.size} rank(s) "
               f"[{getattr(comm, 'library', '')}], {cfg.es.pairs_per_generation} pairs/generation, "
-              f"seed {cfg.run.seed}, budget {budget}\nesmpi: run directory {run_dir}", flush=True)
+              f"seed {cfg.run.seed}, budget {budget}\nesmpi: {what} {run_dir}", flush=True)
+        if mode == "resume" and resumes[-1]["changes"]:
+            print(f"esmpi: config changes on resume: {resumes[-1]['changes']}", flush=True)
     state = trainer.run()
     if jsonl:
         jsonl.close()
@@ -150,9 +201,16 @@ def _main(args, comm) -> int:
               f"state in {run_dir / 'latest.h5'}", flush=True)
     if trainer.stopped_by & 2:
         if comm.rank == 0:
-            print(f"esmpi: stopped by signal {flag.signum} after a checkpoint (exit {EXIT_SIGNALLED})", flush=True)
+            print(f"esmpi: stopped by a signal after a checkpoint (exit {EXIT_SIGNALLED}); continue with "
+                  f"--resume {run_dir}", flush=True)
         return EXIT_SIGNALLED
     return 0
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

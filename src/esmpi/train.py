@@ -37,7 +37,8 @@ class Trainer:
     """
 
     def __init__(self, cfg, objective, comm, *, run_dir: str | Path | None = None, state: es.ESState | None = None,
-                 history: list[dict] | None = None, sinks=(), time_offset: float = 0.0, stop_requested=None):
+                 history: list[dict] | None = None, sinks=(), time_offset: float = 0.0, stop_requested=None,
+                 resumes: list[dict] | None = None):
         self.cfg, self.objective, self.comm = cfg, objective, comm
         self.run_dir = Path(run_dir) if run_dir is not None else None
         d = objective.num_params
@@ -55,6 +56,7 @@ class Trainer:
         self.sinks = list(sinks) if comm.rank == 0 else []
         self.evaluator = BlockEvaluator(objective, self.noise, cfg.run.seed, cfg.es.noise_stdev, comm.rank, comm.size)
         self.time_offset = time_offset
+        self.resumes = list(resumes or [])   # one record per resume: generation, world size, config changes
         self.stop_requested = stop_requested or (lambda: False)
         self.best_eval = max((h["EvalEpRewMean"] for h in self.history if np.isfinite(h.get("EvalEpRewMean", np.nan))),
                              default=-np.inf)
@@ -141,7 +143,8 @@ class Trainer:
     # ------------------------------------------------------------------ files (rank 0)
     def save_checkpoint(self, path: Path) -> Path:
         return checkpoint.save(path, self.state, self.history, self.config_json(), world_size=self.comm.size,
-                               policy_json=self.policy_json, mpi_library=getattr(self.comm, "library", ""))
+                               policy_json=self.policy_json, mpi_library=getattr(self.comm, "library", ""),
+                               extra_attrs={"resumes_json": json.dumps(self.resumes)})
 
     def config_json(self) -> str:
         return json.dumps(self.cfg.to_dict())
