@@ -30,7 +30,9 @@
 # Job-script gotchas this cluster shares with real ones (see
 # /work/shared/notes/slurm-local.md): MpiDefault=pmi2 because the pip `mpich`
 # wheel has no PMIx; `--signal=B:SIG` reaches only the batch shell; a requeued
-# job is held 120 s unless `scontrol update JobId=N StartTime=now`;
+# job is held 120 s unless `scontrol update JobId=N StartTime=now`, sent once it
+# is PENDING and in a later second than the requeue (else slurmd rejects the
+# relaunch with "Job credential revoked" and the job ends FAILED);
 # proctrack/linuxproc lets background children of a finished batch shell
 # survive, so job scripts must kill their children in their traps.
 set -euo pipefail
@@ -169,14 +171,25 @@ start_munge() {
     # Private munged with its own key and socket; a system munged is left alone.
     # The socket dir must be o+x (0755) or munged refuses it.
     install -d -o munge -g munge -m 0755 "$MUNGE"
+    runuser -u munge -- test -w "$MUNGE" ||
+        fail_start "user munge cannot reach $MUNGE; put ESMPI_SLURM_BASE under a world-traversable dir"
     [ -s "$MUNGE/munge.key" ] || runuser -u munge -- mungekey --create --keyfile="$MUNGE/munge.key"
     runuser -u munge -- /usr/sbin/munged --socket="$MUNGE_SOCK" \
         --key-file="$MUNGE/munge.key" --pid-file="$MUNGE/munged.pid" \
         --log-file="$MUNGE/munged.log" --seed-file="$MUNGE/munged.seed"
-    wait_live "$MUNGE/munged.pid" munged || die "munged did not start, see $MUNGE/munged.log"
-    munge -S "$MUNGE_SOCK" -n | unmunge -S "$MUNGE_SOCK" >/dev/null ||
-        die "munge self-test failed, see $MUNGE/munged.log"
+    wait_live "$MUNGE/munged.pid" munged || fail_start "munged did not start"
+    munge -S "$MUNGE_SOCK" -n | unmunge -S "$MUNGE_SOCK" >/dev/null || fail_start "munge self-test failed"
 }
+
+# Start failed: show the logs, stop whatever we started, exit 1.
+fail_start() {
+    log "ERROR: $*"
+    tail -n 15 "$LOG/slurmctld.log" "$LOG/slurmd.log" "$MUNGE/munged.log" >&2 2>/dev/null || true
+    stop
+    exit 1
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 node_state() { sinfo -h -N -n "$NODE" -o %T 2>/dev/null | head -n 1; }
 
@@ -192,14 +205,16 @@ start() {
     fi
     start_munge
     if ! live_pid "$RUN/slurmctld.pid" slurmctld >/dev/null; then
+        port_free "$PORT" || fail_start "port $PORT is in use (another Slurm?); set ESMPI_SLURM_PORT"
         log "starting slurmctld"
         slurmctld -f "$CONF" # daemonizes and writes its pid file
-        wait_live "$RUN/slurmctld.pid" slurmctld || die "slurmctld did not start, see $LOG/slurmctld.log"
+        wait_live "$RUN/slurmctld.pid" slurmctld || fail_start "slurmctld did not start"
     fi
     if ! live_pid "$RUN/slurmd.pid" slurmd >/dev/null; then
+        port_free $((PORT + 1)) || fail_start "port $((PORT + 1)) is in use (another slurmd?); set ESMPI_SLURM_PORT"
         log "starting slurmd (node $NODE, $CPUS CPUs)"
         slurmd -f "$CONF" -N "$NODE"
-        wait_live "$RUN/slurmd.pid" slurmd || die "slurmd did not start, see $LOG/slurmd.log"
+        wait_live "$RUN/slurmd.pid" slurmd || fail_start "slurmd did not start"
     fi
     local i state=""
     for ((i = 0; i < TIMEOUT * 5; i++)); do
@@ -212,10 +227,7 @@ start() {
     done
     case "$state" in
     idle | mixed | allocated | completing) ;;
-    *)
-        tail -n 15 "$LOG/slurmctld.log" "$LOG/slurmd.log" >&2 || true
-        die "node $NODE not ready after ${TIMEOUT}s (state: ${state:-none})"
-        ;;
+    *) fail_start "node $NODE not ready after ${TIMEOUT}s (state: ${state:-none})" ;;
     esac
     printf 'export SLURM_CONF=%q\n' "$CONF" >"$BASE/env.sh"
     log "cluster up: node $NODE $state, $CPUS CPUs; logs in $LOG"

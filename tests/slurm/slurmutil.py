@@ -112,6 +112,22 @@ def wait_job(
         time.sleep(poll)
 
 
+def release_requeued(job_id: str, env: Mapping[str, str], timeout: float = 15.0) -> None:
+    """Start a requeued job now instead of after Slurm's 120 s requeue hold.
+
+    ``scontrol update StartTime=now`` only works once the job is PENDING again
+    (not while it is COMPLETING), and the relaunch must fall in a later
+    wall-clock second than the requeue: slurmd compares credential times at
+    1 s resolution and otherwise rejects the launch ("Job credential
+    revoked"), which ends the job FAILED.  ``StartTime=now+1`` avoids that but
+    then waits for the next periodic scheduler pass (up to ~30-60 s), so wait
+    for the next second and use ``now``, which triggers scheduling at once.
+    """
+    wait_for(lambda: job_state(job_id, env) == "PENDING", timeout, f"job {job_id} PENDING")
+    time.sleep(1.05 - time.time() % 1.0)  # into the next wall-clock second
+    run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env)
+
+
 def wait_for(pred, timeout: float, what: str, poll: float = 0.2):
     """Poll ``pred()`` until it returns something truthy; return that."""
     deadline = time.monotonic() + timeout

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmutil import job_field, job_state, run, submit, wait_for, wait_job  # conftest puts it on sys.path
+from slurmutil import job_field, release_requeued, run, submit, wait_for, wait_job  # conftest puts it on sys.path
 
 pytestmark = pytest.mark.slurm
 
@@ -101,16 +101,7 @@ def test_requeue_restarts_job(slurm_cluster, tmp_path):
     wait_for(lambda: (tmp_path / "started").exists(), 15, "first run")
     run(["scontrol", "requeue", jid], env)
 
-    # A requeued job is held for 120 s (BeginTime); StartTime=now releases it,
-    # but only once the job is PENDING again (not while COMPLETING).
-    def released():
-        state = job_state(jid, env)
-        if state == "PENDING":
-            run(["scontrol", "update", f"JobId={jid}", "StartTime=now"], env, check=False)
-        return state not in (None, "PENDING", "REQUEUED", "COMPLETING", "RUNNING") or (
-            state == "RUNNING" and job_field(jid, "Restarts", env) == "1")
-
-    wait_for(released, 15, "requeued job to restart")
+    release_requeued(jid, env)  # else held for 120 s; see its docstring
     assert wait_job(jid, 15, env=env) == ("COMPLETED", 0), out.read_text()
     assert job_field(jid, "Restarts", env) == "1"
     # (slurmstepd also appends "*** JOB N ... CANCELLED ... DUE TO JOB REQUEUE ***")
