@@ -237,3 +237,24 @@ def _tomlable(x):
     if isinstance(x, tuple):
         return [_tomlable(v) for v in x]
     return x
+
+
+def markdown() -> str:
+    """docs/config.md: every key with its type, default and description (``python -m esmpi.config``)."""
+    out = ["# Configuration keys", "",
+           "Generated from `src/esmpi/config.py` by `python -m esmpi.config > docs/config.md`; a test keeps it in sync.",
+           "Job files are TOML (`jobs/*.toml`); any key can be overridden with `--set table.key=value` (TOML value).",
+           "Unknown keys, wrong types and out-of-range values are refused with the file and key named.", ""]
+    for section, field in Config.model_fields.items():
+        model = field.annotation
+        out += [f"## [{section}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for name, f in model.model_fields.items():
+            default = f.get_default(call_default_factory=True)
+            ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+            out.append(f"| `{section}.{name}` | {ann} | `{default!r}` | {f.description or ''} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

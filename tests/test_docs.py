@@ -1,0 +1,23 @@
+"""Documentation and job files that must not drift from the code."""
+
+from pathlib import Path
+
+import pytest
+
+from esmpi.config import load_config, markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_config_reference_is_current():
+    assert (ROOT / "docs/config.md").read_text() == markdown(), \
+        "docs/config.md is stale: regenerate with  python -m esmpi.config > docs/config.md"
+
+
+@pytest.mark.parametrize("job", sorted((ROOT / "jobs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_job_file_is_a_valid_config(job):
+    load_config(job)
+
+
+def test_default_job_is_the_builtin_default_env():
+    assert load_config(ROOT / "jobs/default.toml").env.id == load_config(None).env.id == "HalfCheetah-v5"
