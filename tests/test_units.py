@@ -8,7 +8,7 @@ from esmpi import optim, seeding, shaping
 from esmpi.es import Batch, initial_state, state_digest, tell
 from esmpi.noise import NoiseTable, weighted_sum_reference
 from esmpi.obs_norm import ObsStats
-from esmpi.policy import ActionSpec, MLPPolicy, MLPSpec
+from esmpi.policy import ActionSpec, MLPPolicy, MLPSpec, tanh
 
 from helpers import tiny_config
 
@@ -198,8 +198,9 @@ def test_layout_and_normc_init():
     assert spec.layer_sizes == [3, 4, 2] and spec.num_params == 4 * 3 + 4 + 2 * 4 + 2
     theta = spec.init_theta(np.random.default_rng(0))
     (W1, b1), (W2, b2) = spec.unflatten(theta)
-    np.testing.assert_allclose(np.linalg.norm(W1, axis=1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(W2, axis=1), 0.01, rtol=1e-5)
+    assert W1.shape == (3, 4) and W2.shape == (4, 2)          # (n_in, n_out), the reference's layout
+    np.testing.assert_allclose(np.linalg.norm(W1, axis=0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(W2, axis=0), 0.01, rtol=1e-5)
     assert not b1.any() and not b2.any()
     assert np.shares_memory(W1, theta)
 
@@ -214,16 +215,34 @@ def test_forward_matches_manual_computation():
     obs = np.array([3.0, 100.0, -1.2])
     (W1, b1), (W2, b2) = spec.unflatten(theta)
     x = np.clip((obs.astype(np.float32) - mean) / std, -5, 5)
-    expect = np.clip(W2 @ np.tanh(W1 @ x + b1) + b2, -1, 1)
-    np.testing.assert_allclose(pol(obs), expect, rtol=1e-6)
+    expect = np.clip(np.tanh(x @ W1 + b1) @ W2 + b2, -1, 1)
+    np.testing.assert_allclose(pol(obs), expect, rtol=1e-5)
+    # exactly: the kernel sums inputs in index order, in float32, then the policy's tanh
+    h = b1.copy()
+    for k in range(3):
+        h = h + x[k] * W1[k]
+    h = tanh(h)
+    o = b2.copy()
+    for k in range(4):
+        o = o + h[k] * W2[k]
+    np.testing.assert_array_equal(pol(obs), np.clip(o, -1, 1))
+    assert pol(np.array([1.0, np.nan, 0.0])) is None          # non-finite observation
+
+
+def test_policy_tanh_is_within_6_ulp_of_exact_tanh():
+    x = np.concatenate([np.linspace(-12, 12, 200_001), np.linspace(-1e-3, 1e-3, 10_001)]).astype(np.float32)
+    exact = np.tanh(x.astype(np.float64))
+    err = np.abs(tanh(x).astype(np.float64) - exact)
+    assert err.max() < 4e-7
+    assert (err / np.spacing(np.abs(exact).astype(np.float32))).max() < 6
+    np.testing.assert_array_equal(tanh(-x), -tanh(x))          # odd
 
 
 def test_discretised_actions_map_bins_to_the_box():
     spec = MLPSpec(2, ActionSpec("box", 2, (-1.0, 0.0), (1.0, 4.0)), hidden=(3,), action_bins=5)
     assert spec.n_out == 10
     theta = np.zeros(spec.num_params, np.float32)
-    (_, _), (W2, b2) = spec.unflatten(theta)
-    b2[:] = 0
+    (_, _), (_, b2) = spec.unflatten(theta)
     b2[4] = 1.0            # dim 0 -> bin 4 (high end)
     b2[5 + 2] = 1.0        # dim 1 -> bin 2 (middle)
     pol = MLPPolicy(spec)

@@ -82,12 +82,12 @@ class EnvObjective:
         try:
             obs, _ = env.reset(seed=seed)
             while True:
-                if not isfinite(obs.sum()):
+                a = policy(obs)          # None: obs holds NaN/inf (checked inside the kernel)
+                if a is None:
                     return EpisodeResult(-math.inf, t, True, f"non-finite observation at step {t}")
                 if record_obs:
                     s += obs
                     ss += np.square(obs)
-                a = policy(obs)
                 if noisy:
                     a = np.clip(a + self.action_noise_std * action_noise_rng.standard_normal(a.shape),
                                 policy._low, policy._high).astype(np.float32)
