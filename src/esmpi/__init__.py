@@ -14,5 +14,6 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_
 __version__ = "0.1.0"
 
 from .api import optimize  # noqa: E402
+from .policy_io import load_policy  # noqa: E402,F401  (light: numpy only; h5py is imported when a file is read)
 
-__all__ = ["optimize", "__version__"]
+__all__ = ["optimize", "load_policy", "__version__"]

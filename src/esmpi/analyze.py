@@ -1,0 +1,677 @@
+"""Offline analysis of esmpi runs: summary, learning curves, CSV export, evaluation and video.
+
+Everything reads checkpoints through ``esmpi.checkpoint.load`` (the one h5py user). A ``RUN``
+argument is a run directory (its newest periodic checkpoint, via ``latest.h5``) or a ``.h5``
+file; see ``policy_io.resolve_checkpoint``. The command line is ``esmpi.cli`` (``esmpi ...`` or
+``python -m esmpi.analyze ...``); docs/analysis.md describes both.
+
+- ``load_run`` -> ``RunData`` (checkpoint, config, history, label)
+- ``summarize`` / ``format_info``: the ``info`` command
+- ``group_runs`` / ``plot_runs`` -> matplotlib ``Figure``: the ``plot`` command
+- ``export_csv``: the ``export`` command
+- ``evaluate``: the ``eval`` command (episodes spread over MPI ranks, rank-count invariant)
+- ``prepare_render_backend`` / ``render_video``: the ``video`` command (headless MuJoCo via EGL)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import flatten
+from .errors import EsmpiError
+from .policy_io import resolve_checkpoint
+
+# seeding purpose tag for `eval`/`video` episodes: outside the trainer's tags (esmpi.seeding), so
+# analysis episodes never replay training or in-training evaluation episodes.
+ANALYSIS_EVAL = 1000
+
+
+class RenderError(EsmpiError):
+    """Rendering is impossible here (no headless OpenGL backend, no MP4 writer, env cannot render)."""
+
+
+# ---------------------------------------------------------------------------------------------- loading
+@dataclass
+class RunData:
+    source: Path                 # what the user named
+    checkpoint: Path             # the file read
+    run_dir: Path | None         # the run directory, when the checkpoint lives in one
+    ck: dict                     # esmpi.checkpoint.load(...) result
+    config: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    label: str = ""
+
+    @property
+    def attrs(self) -> dict:
+        return self.ck["attrs"]
+
+    @property
+    def state(self):
+        return self.ck["state"]
+
+    def column(self, key: str) -> np.ndarray:
+        return np.array([h.get(key, np.nan) for h in self.history], dtype=np.float64)
+
+
+def _run_dir_of(checkpoint: Path) -> Path | None:
+    if checkpoint.name == "latest.h5" and (checkpoint.parent / "config.toml").is_file():
+        return checkpoint.parent
+    if checkpoint.parent.name == "checkpoints" and (checkpoint.parent.parent / "config.toml").is_file():
+        return checkpoint.parent.parent
+    return None
+
+
+def load_run(run: str | Path, checkpoint: str | Path | None = None) -> RunData:
+    from . import checkpoint as _ck
+
+    source = Path(run)
+    path = resolve_checkpoint(source, checkpoint)
+    ck = _ck.load(path)
+    run_dir = source if source.is_dir() else _run_dir_of(path)
+    try:
+        config = json.loads(ck["config_json"] or "{}")
+    except json.JSONDecodeError:
+        config = {}
+    label = run_dir.name if run_dir is not None else path.stem
+    return RunData(source, path, run_dir, ck, config, ck["history"], label)
+
+
+# ---------------------------------------------------------------------------------------------- info
+HIGHLIGHT_KEYS = [
+    "run.seed", "policy.hidden", "policy.nonlinearity", "policy.action_bins", "es.pairs_per_generation",
+    "es.noise_stdev", "es.l2coeff", "es.shaping", "es.eval_episodes", "es.episode_cutoff", "es.obs_stat_fraction",
+    "es.action_noise_std", "optimizer.name", "optimizer.stepsize", "noise.size",
+]
+
+
+def _finite(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _median(a: np.ndarray) -> float:
+    a = a[np.isfinite(a)]
+    return float(np.median(a)) if a.size else math.nan
+
+
+def summarize(rd: RunData) -> dict:
+    """Everything ``info`` prints, as a JSON-serialisable dict."""
+    st, attrs, hist = rd.state, rd.attrs, rd.history
+    flat = flatten(rd.config)
+    try:
+        policy = json.loads(attrs.get("policy_json") or "{}")
+    except json.JSONDecodeError:
+        policy = {}
+    try:
+        vers = json.loads(attrs.get("versions_json") or "{}")
+    except json.JSONDecodeError:
+        vers = {}
+    try:
+        resumes = json.loads(attrs.get("resumes_json") or "[]")
+    except json.JSONDecodeError:
+        resumes = []
+    ev = rd.column("EvalEpRewMean")
+    gen = rd.column("Generation")
+    best = last = None
+    if np.isfinite(ev).any():
+        i = int(np.nanargmax(ev))
+        best = {"return": float(ev[i]), "generation": int(gen[i])}
+        j = int(np.flatnonzero(np.isfinite(ev))[-1])
+        last = {"return": float(ev[j]), "generation": int(gen[j])}
+    times = {k: _median(rd.column(col)) for k, col in
+             (("generation", "TimeElapsedThisIter"), ("rollout", "TimeRollout"), ("comm", "TimeComm"),
+              ("update", "TimeUpdate"))}
+    wall = rd.column("TimeElapsed")
+    out = {
+        "checkpoint": str(rd.checkpoint),
+        "run_dir": str(rd.run_dir) if rd.run_dir else None,
+        "env_id": policy.get("env_id") or rd.config.get("env", {}).get("id"),
+        "env_kwargs": rd.config.get("env", {}).get("kwargs", {}),
+        "policy_layers": policy.get("layer_sizes"),
+        "num_params": attrs.get("num_params"),
+        "config": {k: flat[k] for k in HIGHLIGHT_KEYS if k in flat},
+        "budget": {k: v for k, v in rd.config.get("run", {}).items() if k != "seed" and v},
+        "generation": st.generation,
+        "history_rows": len(hist),
+        "timesteps": st.timesteps_so_far,
+        "episodes": st.episodes_so_far,
+        "episode_cutoff": st.cutoff,
+        "wall_time_s": float(wall[-1]) if wall.size and np.isfinite(wall[-1]) else None,
+        "best_eval": best,
+        "last_eval": last,
+        "failed_episodes": int(np.nansum(rd.column("EpFailures"))) if hist else 0,
+        "world_size": attrs.get("world_size"),
+        "esmpi_version": attrs.get("esmpi_version"),
+        "git_commit": attrs.get("git_commit") or None,
+        "created_utc": attrs.get("created_utc"),
+        "versions": vers,
+        "resumes": resumes,
+        "time_median_s": times,
+        "steps_per_sec_median": _median(rd.column("StepsPerSec")),
+    }
+    if rd.run_dir is not None:
+        d = rd.run_dir
+        files = []
+        for p in sorted((d / "checkpoints").glob("*.h5")):
+            files.append({"name": f"checkpoints/{p.name}", "bytes": p.stat().st_size})
+        out["checkpoint_files"] = files
+        latest = d / "latest.h5"
+        out["latest"] = os.readlink(latest) if latest.is_symlink() else (str(latest) if latest.exists() else None)
+        prog = d / "progress.jsonl"
+        if prog.is_file():
+            with open(prog, "rb") as f:
+                out["progress_lines"] = sum(1 for _ in f)
+    return out
+
+
+def _fmt_dur(s) -> str:
+    if not _finite(s):
+        return "?"
+    if s < 60:
+        return f"{s:.1f}s"
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _fmt_t(s) -> str:
+    if not _finite(s):
+        return "n/a"
+    return f"{s * 1e3:.2f}ms" if s < 1 else f"{s:.2f}s"
+
+
+def format_info(s: dict) -> str:
+    """The human-readable ``info`` text for a ``summarize`` dict."""
+    L = []
+    L.append(f"checkpoint   {s['checkpoint']}" + (f"  (run {s['run_dir']})" if s.get("run_dir") else ""))
+    kw = f" {s['env_kwargs']}" if s.get("env_kwargs") else ""
+    L.append(f"env          {s['env_id']}{kw}")
+    L.append(f"policy       layers {s['policy_layers']}, {s['num_params']} parameters")
+    cfg = s["config"]
+    L.append("config       " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+    if s.get("budget"):
+        L.append("budget       " + ", ".join(f"{k}={v}" for k, v in s["budget"].items()))
+    L.append(f"progress     {s['generation']} generations, {s['timesteps']:,} timesteps, {s['episodes']:,} episodes, "
+             f"wall time {_fmt_dur(s['wall_time_s'])}, episode cutoff {s['episode_cutoff']}")
+    if s["best_eval"]:
+        b, la = s["best_eval"], s["last_eval"]
+        L.append(f"eval return  best {b['return']:.2f} (generation {b['generation']}), "
+                 f"last {la['return']:.2f} (generation {la['generation']})")
+    else:
+        L.append("eval return  n/a (no evaluation episodes: es.eval_episodes = 0, or all failed)")
+    if s["failed_episodes"]:
+        L.append(f"failures     {s['failed_episodes']} failed training episodes in total")
+    t = s["time_median_s"]
+    parts = [f"{k} {_fmt_t(t[k])}" + (f" ({100 * t[k] / t['generation']:.0f}%)" if _finite(t[k]) and _finite(t["generation"])
+                                      and t["generation"] > 0 else "") for k in ("rollout", "comm", "update")]
+    L.append(f"time/gen     median {_fmt_t(t['generation'])}: " + ", ".join(parts)
+             + (f"; {s['steps_per_sec_median']:,.0f} steps/s" if _finite(s["steps_per_sec_median"]) else ""))
+    L.append(f"world size   {s['world_size']} rank(s)")
+    for r in s.get("resumes") or []:
+        if isinstance(r, dict):
+            ch = r.get("changes") or {}
+            chs = ", ".join(f"{k}: {v[0]} -> {v[1]}" if isinstance(v, (list, tuple)) and len(v) == 2 else f"{k}: {v}"
+                            for k, v in ch.items())
+            L.append(f"resumed      at generation {r.get('generation')} on {r.get('world_size')} rank(s), "
+                     f"{r.get('time_utc')}" + (f"; changed {chs}" if chs else ""))
+    v = s.get("versions") or {}
+    L.append("versions     " + ", ".join(f"{k} {v[k]}" for k in sorted(v)))
+    L.append(f"git commit   {s['git_commit'] or 'unknown (not run from a git checkout)'}; written {s['created_utc']}")
+    if "checkpoint_files" in s:
+        files = ", ".join(f"{f['name']} ({f['bytes'] / 1e6:.2f} MB)" for f in s["checkpoint_files"]) or "none"
+        L.append(f"files        {files}; latest.h5 -> {s.get('latest')}")
+        if "progress_lines" in s:
+            extra = s["progress_lines"] - s["history_rows"]
+            note = f" ({extra} more than this checkpoint's history)" if extra > 0 else ""
+            L.append(f"progress     progress.jsonl has {s['progress_lines']} lines{note}")
+    return "\n".join(L)
+
+
+# ---------------------------------------------------------------------------------------------- plot
+X_AXES = {
+    "timesteps": ("TimestepsSoFar", "timesteps"),
+    "time": ("TimeElapsed", "wall time [s]"),
+    "generation": ("Generation", "generation"),
+}
+# Config tables that do not change what a run learns ([run]: seed and budget; checkpointing and
+# checks): runs whose configs differ only there are seeds of one experiment.
+GROUP_IGNORE_PREFIXES = ("run.", "checkpoint.", "checks.")
+
+
+def _learning_config(rd: RunData, keys: set[str] | None = None) -> dict:
+    return {k: v for k, v in flatten(rd.config).items()
+            if not k.startswith(GROUP_IGNORE_PREFIXES) and (keys is None or k in keys)}
+
+
+def _common_keys(rds: list[RunData]) -> set[str]:
+    """Keys every run's config has (checkpoints from other esmpi versions may lack new keys)."""
+    sets = [set(_learning_config(rd)) for rd in rds]
+    return set.intersection(*sets) if sets else set()
+
+
+def group_runs(runs: list[RunData]) -> list[list[RunData]]:
+    """Runs whose configs are equal apart from the ``[run]`` table (seed, budget) and the
+    checkpoint/checks tables, in order of first appearance. Keys missing from some of the
+    configs (other esmpi versions) are not compared."""
+    keys = _common_keys(runs)
+    groups: dict[str, list[RunData]] = {}
+    for rd in runs:
+        groups.setdefault(json.dumps(_learning_config(rd, keys), sort_keys=True, default=str), []).append(rd)
+    return list(groups.values())
+
+
+def _group_labels(groups: list[list[RunData]]) -> list[str]:
+    keys = _common_keys([g[0] for g in groups])
+    flats = [_learning_config(g[0], keys) for g in groups]
+    differing = [k for k in sorted(keys) if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
+    labels = []
+    for g, f in zip(groups, flats):
+        if len(g) == 1:
+            labels.append(g[0].label)
+            continue
+        desc = ", ".join(f"{k}={f.get(k)}" for k in differing[:3]) or str(f.get("env.id", g[0].label))
+        labels.append(f"{desc} (median of {len(g)} seeds, IQR)")
+    return labels
+
+
+def _xy(rd: RunData, xkey: str, ykey: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = rd.column(xkey), rd.column(ykey)
+    ok = np.isfinite(x) & np.isfinite(y)
+    return x[ok], y[ok]
+
+
+def _band(members: list[RunData], xkey: str, ykey: str, points: int = 200):
+    """Median and quartiles of the members' curves interpolated onto a common x grid (the x range
+    all members cover; their union if they do not overlap). None if no member has data."""
+    curves = [c for c in (_xy(rd, xkey, ykey) for rd in members) if c[0].size]
+    if not curves:
+        return None
+    lo, hi = max(c[0][0] for c in curves), min(c[0][-1] for c in curves)
+    if hi <= lo:
+        lo, hi = min(c[0][0] for c in curves), max(c[0][-1] for c in curves)
+    if xkey == "Generation":
+        grid = np.arange(math.ceil(lo), math.floor(hi) + 1, dtype=np.float64)
+    else:
+        grid = np.linspace(lo, hi, points)
+    if grid.size == 0:
+        grid = np.array([lo])
+    Y = np.array([np.interp(grid, x, y, left=np.nan, right=np.nan) for x, y in curves])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns at the union's edges
+        q25, med, q75 = np.nanpercentile(Y, [25, 50, 75], axis=0)
+    return grid, med, q25, q75
+
+
+def plot_runs(runs: list[RunData], x: str | None = None, title: str | None = None):
+    """Learning curves of one or more runs -> ``matplotlib.figure.Figure`` (no pyplot, no GUI).
+
+    Return panels (``fig.axes[:-1]``), one per x axis (``x`` in ``X_AXES``, or all three): per run
+    or seed group, EvalEpRewMean solid and EpRewMean dashed, i.e. two ``Line2D`` each; groups of
+    several seeds draw medians with an interquartile band on the evaluation curve. The last panel
+    (``fig.axes[-1]``) is the time split per generation: stacked areas for one run, stacked bars of
+    the per-generation medians for several.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    if not runs:
+        raise ValueError("plot_runs needs at least one run")
+    xs = [x] if x else list(X_AXES)
+    for k in xs:
+        if k not in X_AXES:
+            raise EsmpiError(f"--x {k!r}: choose one of {', '.join(X_AXES)}")
+    groups = group_runs(runs)
+    labels = _group_labels(groups)
+    n = len(xs) + 1
+    ncols = 2
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(6.4 * ncols, 4.2 * nrows), layout="constrained")
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
+    for ax, xname in zip(axes, xs):
+        xkey, xlabel = X_AXES[xname]
+        for gi, (members, label) in enumerate(zip(groups, labels)):
+            color = f"C{gi % 10}"
+            for ykey, style in (("EvalEpRewMean", "-"), ("EpRewMean", "--")):
+                if len(members) == 1:
+                    cx, cy = _xy(members[0], xkey, ykey)
+                else:
+                    b = _band(members, xkey, ykey)
+                    cx = cy = np.empty(0)
+                    if b is not None:
+                        cx, cy, q25, q75 = b
+                        if style == "-":
+                            ax.fill_between(cx, q25, q75, color=color, alpha=0.2, linewidth=0)
+                if cx.size:  # the group's first line carries its label (EpRewMean only if no evaluation)
+                    ax.plot(cx, cy, style, color=color, label=label, alpha=1.0 if style == "-" else 0.6)
+                    label = None
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("return")
+        ax.set_title(f"return vs {xlabel}", fontsize=10)
+        ax.grid(alpha=0.3)
+        if xname == "timesteps":
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
+        elif xname == "generation":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside lower center", ncols=min(len(handles), 2), fontsize=8,
+                   title="solid: EvalEpRewMean (unperturbed theta), dashed: EpRewMean (population mean)",
+                   title_fontsize=8)
+    _time_panel(axes[len(xs)], runs)
+    fig.suptitle(title or _default_title(runs), fontsize=11)
+    return fig
+
+
+def _default_title(runs: list[RunData]) -> str:
+    envs = sorted({str(r.config.get("env", {}).get("id", "?")) for r in runs})
+    return f"{', '.join(envs)}: {len(runs)} run(s)"
+
+
+TIME_PARTS = (("TimeRollout", "rollout"), ("TimeComm", "comm"), ("TimeUpdate", "update"))
+
+
+def _time_parts(rd: RunData) -> list[np.ndarray]:
+    parts = [np.nan_to_num(rd.column(k)) for k, _ in TIME_PARTS]
+    other = np.nan_to_num(rd.column("TimeElapsedThisIter")) - sum(parts)
+    return parts + [np.clip(other, 0, None)]
+
+
+def _time_panel(ax, runs: list[RunData]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    names = [n for _, n in TIME_PARTS] + ["other"]
+    colors = ["C0", "C1", "C2", "0.7"]
+    if len(runs) == 1:
+        rd = runs[0]
+        ax.stackplot(rd.column("Generation"), *_time_parts(rd), labels=names, colors=colors)
+        ax.set_xlabel("generation")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("seconds")
+        ax.set_title(f"time per generation ({rd.label})", fontsize=10)
+    else:
+        y = np.arange(len(runs))
+        left = np.zeros(len(runs))
+        meds = np.array([[_median(p) for p in _time_parts(rd)] for rd in runs])
+        meds = np.nan_to_num(meds)
+        for i, (name, c) in enumerate(zip(names, colors)):
+            ax.barh(y, meds[:, i], left=left, color=c, label=name)
+            left += meds[:, i]
+        ax.set_yticks(y, [rd.label for rd in runs], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds (median over generations)")
+        ax.set_title("time per generation", fontsize=10)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+
+
+def save_figure(fig, out: str | Path, dpi: int = 100) -> Path:
+    out = Path(out)
+    if out.parent and not out.parent.exists():
+        raise EsmpiError(f"{out}: directory {out.parent} does not exist")
+    fig.savefig(out, dpi=dpi)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- export
+def _csv_value(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "" if v is None or math.isnan(v) else repr(v)
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return repr(v)
+
+
+def export_csv(history: list[dict], out) -> int:
+    """Write the history table as CSV (header = history keys; NaN as an empty field; integral
+    values without '.0'; other floats with full precision). ``out``: a path or a text file.
+    Returns the number of rows."""
+    from .metrics import HISTORY_KEYS
+
+    keys = list(history[0]) if history else list(HISTORY_KEYS)
+    own = not hasattr(out, "write")
+    f = open(out, "w", newline="") if own else out
+    try:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(keys)
+        for row in history:
+            w.writerow([_csv_value(row.get(k)) for k in keys])
+    finally:
+        if own:
+            f.close()
+    return len(history)
+
+
+# ---------------------------------------------------------------------------------------------- eval
+def episode_seed(seed: int, episode: int) -> int:
+    """Reset seed of analysis episode ``episode``: a function of (seed, episode) only."""
+    from . import seeding
+
+    return seeding.episode_seed(seed, ANALYSIS_EVAL, episode)
+
+
+def _objective(rd: RunData):
+    """An ``EnvObjective`` for the run's env and policy, with the checkpoint's normalisation set."""
+    from .config import config_from_dict
+    from .rollout import EnvObjective
+
+    cfg = config_from_dict(rd.config, f"{rd.checkpoint} (config_json)")
+    obj = EnvObjective(cfg)
+    if obj.num_params != rd.state.theta.size:
+        raise EsmpiError(f"{rd.checkpoint}: the config's policy has {obj.num_params} parameters, theta has "
+                         f"{rd.state.theta.size}: the env or policy code changed since this checkpoint was written")
+    if obj.obs_dim:
+        obj.set_obs_norm(*rd.state.obs.mean_std(cfg.es.obs_std_floor))
+    return obj
+
+
+def evaluate(rd: RunData, episodes: int, seed: int = 0, comm=None) -> dict:
+    """Run ``episodes`` deterministic episodes (no action noise, env time limit) of the saved theta
+    with the saved observation normalisation. Episode ``e`` resets with ``episode_seed(seed, e)``
+    and runs on rank ``e % size``; rows are allgathered, so every rank returns the same result,
+    independent of the number of ranks."""
+    from .comm import SerialComm
+
+    comm = comm or SerialComm()
+    if episodes < 1:
+        raise EsmpiError(f"--episodes {episodes}: need at least 1")
+    obj = _objective(rd)
+    try:
+        mine = range(comm.rank, episodes, comm.size)
+        rows = np.empty((len(mine), 4))
+        for i, e in enumerate(mine):
+            r = obj.episode(rd.state.theta, episode_seed(seed, e), obj.max_episode_steps, False, None)
+            rows[i] = (e, np.nan if r.failed else r.ret, r.length, float(r.failed))
+            if r.failed:
+                print(f"[rank {comm.rank}] evaluation episode {e} failed: {r.reason}", file=sys.stderr, flush=True)
+    finally:
+        obj.close()
+    allrows = comm.allgather_rows(rows).reshape(-1, 4)
+    allrows = allrows[np.argsort(allrows[:, 0], kind="stable")]
+    failed = allrows[:, 3] != 0
+    rets, lens = allrows[:, 1], allrows[:, 2]
+    ok = rets[~failed]
+
+    def stat(a, fn):
+        return float(fn(a)) if a.size else math.nan
+
+    return {
+        "checkpoint": str(rd.checkpoint), "env_id": rd.config.get("env", {}).get("id"), "generation": rd.state.generation,
+        "episodes": int(episodes), "seed": int(seed), "ranks": int(comm.size), "failed": int(failed.sum()),
+        "return_mean": stat(ok, np.mean), "return_std": stat(ok, np.std), "return_min": stat(ok, np.min),
+        "return_max": stat(ok, np.max), "length_mean": float(lens.mean()), "length_std": float(lens.std()),
+        "length_min": int(lens.min()), "length_max": int(lens.max()),
+        "returns": [None if f else float(r) for r, f in zip(rets, failed)], "lengths": [int(n) for n in lens],
+    }
+
+
+def format_eval(r: dict) -> str:
+    lines = [f"{r['env_id']}, generation {r['generation']} ({r['checkpoint']}): {r['episodes']} episodes, "
+             f"seed {r['seed']}, {r['ranks']} rank(s)",
+             f"return  mean {r['return_mean']:.3f}  std {r['return_std']:.3f}  min {r['return_min']:.3f}  "
+             f"max {r['return_max']:.3f}",
+             f"length  mean {r['length_mean']:.1f}  std {r['length_std']:.1f}  min {r['length_min']}  max {r['length_max']}"]
+    if r["failed"]:
+        lines.append(f"failed  {r['failed']} episode(s) (NaN/inf or an env exception; excluded from the return stats)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- video
+DEFAULT_GL = "egl"
+APT = {
+    "egl": ("apt-get install -y libegl1 libopengl0 libgl1-mesa-dri libegl-mesa0", "MUJOCO_GL=egl"),
+    "osmesa": ("apt-get install -y libosmesa6", "MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa"),
+}
+
+
+def prepare_render_backend() -> str:
+    """Choose the headless OpenGL backend before mujoco/PyOpenGL are imported: ``MUJOCO_GL=egl``
+    (and ``PYOPENGL_PLATFORM=egl``) unless the user set ``MUJOCO_GL``; returns the backend name."""
+    backend = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if not backend:
+        backend = DEFAULT_GL
+        os.environ["MUJOCO_GL"] = backend
+    if backend in ("egl", "osmesa"):
+        os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+    return backend
+
+
+def probe_render_backend(backend: str | None = None) -> str | None:
+    """Try to create a tiny offscreen OpenGL context with ``backend`` (default: ``$MUJOCO_GL``).
+    Returns None if it works, else the error text."""
+    backend = (backend or os.environ.get("MUJOCO_GL", "")).strip().lower()
+    try:
+        if backend == "egl":
+            from mujoco.egl import GLContext
+        elif backend == "osmesa":
+            from mujoco.osmesa import GLContext
+        elif backend == "glfw":
+            from mujoco.glfw import GLContext
+        else:
+            return f"MUJOCO_GL={backend!r} is not a backend gymnasium supports (egl, osmesa, glfw)"
+        ctx = GLContext(16, 16)
+        ctx.make_current()
+        ctx.free()
+    except Exception as e:  # missing library, no display, wrong PYOPENGL_PLATFORM, ...
+        return f"{type(e).__name__}: {e}".strip()
+    return None
+
+
+def backend_help(backend: str, error: str) -> str:
+    pkgs, env = APT.get(backend, APT[DEFAULT_GL])
+    lines = [f"cannot render headless: the MuJoCo OpenGL backend MUJOCO_GL={backend} does not work here ({error})."]
+    if backend in APT:
+        lines += [f"Install it (Debian/Ubuntu, as root):", f"    {pkgs}",
+                  f"and run with {env} (esmpi sets MUJOCO_GL=egl itself when it is unset)."]
+    else:
+        lines += ["On a machine without a display use EGL: unset MUJOCO_GL (esmpi then uses egl) and install:",
+                  f"    {APT['egl'][0]}"]
+    other = "osmesa" if backend == "egl" else "egl"
+    lines.append(f"Alternative: {APT[other][0]} and run with {APT[other][1]}. See docs/analysis.md.")
+    return "\n".join(lines)
+
+
+def _check_video_output(out: Path) -> str:
+    kind = out.suffix.lower().lstrip(".")
+    if kind not in ("gif", "mp4"):
+        raise RenderError(f"{out}: unsupported video format {out.suffix!r}; use .gif or .mp4")
+    if kind == "mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise RenderError(f"{out}: writing MP4 needs the imageio-ffmpeg package, which is not installed; "
+                              "write a .gif instead, or run: pip install imageio-ffmpeg") from None
+    if not out.parent.exists():
+        raise RenderError(f"{out}: directory {out.parent} does not exist")
+    return kind
+
+
+def render_video(rd: RunData, out: str | Path, frames: int = 300, width: int = 480, height: int = 360,
+                 fps: float | None = None, seed: int = 0) -> dict:
+    """Render ``frames`` frames of the saved policy (deterministic, saved normalisation) to a GIF
+    or MP4. Episodes follow one another (episode e resets with ``episode_seed(seed, e)``) until
+    enough frames exist. One frame every ``stride`` env steps, stride = round(render_fps / fps);
+    ``fps`` defaults to the env's real-time rate capped at 50. Call ``prepare_render_backend``
+    before anything imports mujoco. Returns dict(frames, fps, stride, episodes, returns, path)."""
+    from .policy_io import policy_from_checkpoint
+
+    out = Path(out)
+    kind = _check_video_output(out)
+    if frames < 1 or width < 1 or height < 1:
+        raise RenderError("--frames, --width and --height must be >= 1")
+    backend = os.environ.get("MUJOCO_GL", "")
+    err = probe_render_backend(backend)  # first: with a broken MUJOCO_GL even `import mujoco` fails
+    if err:
+        raise RenderError(backend_help(backend, err))
+    pi = policy_from_checkpoint(rd.ck, rd.checkpoint)
+    probe_env = pi.make_env()
+    modes = list(probe_env.metadata.get("render_modes") or [])
+    probe_env.close()
+    if "rgb_array" not in modes:
+        raise RenderError(f"env {pi.env_id!r} cannot render frames: its render_modes are {modes}, without 'rgb_array'")
+    try:
+        env = pi.make_env(render_mode="rgb_array", width=width, height=height)
+    except TypeError:  # not a MuJoCo env: no width/height arguments
+        env = pi.make_env(render_mode="rgb_array")
+    render_fps = float(env.metadata.get("render_fps") or 30)
+    target = float(fps) if fps else min(render_fps, 50.0)
+    stride = max(1, round(render_fps / target))
+    out_fps = render_fps / stride
+    writer = gif_frames = None
+    if kind == "mp4":
+        import imageio.v2 as iio
+
+        writer = iio.get_writer(out, fps=out_fps, codec="libx264", quality=7, macro_block_size=2)
+    else:
+        gif_frames = []
+    n = ep = 0
+    returns = []
+
+    def emit():
+        nonlocal n
+        img = env.render()
+        if writer is not None:
+            writer.append_data(img)
+        else:
+            from PIL import Image
+
+            gif_frames.append(Image.fromarray(img).convert("P", palette=Image.Palette.ADAPTIVE))
+        n += 1
+
+    try:
+        while n < frames:
+            obs, _ = env.reset(seed=episode_seed(seed, ep))
+            emit()
+            t, ret = 0, 0.0
+            while n < frames:
+                obs, r, terminated, truncated, _ = env.step(pi(obs))
+                t += 1
+                ret += float(r)
+                if t % stride == 0:
+                    emit()
+                if terminated or truncated:
+                    returns.append(ret)
+                    break
+            ep += 1
+    finally:
+        env.close()
+        if writer is not None:
+            writer.close()
+    if gif_frames is not None:
+        # GIF delays are in 1/100 s. Pillow merges identical consecutive frames (adding their delays).
+        gif_frames[0].save(out, save_all=True, append_images=gif_frames[1:], duration=round(1000 / out_fps),
+                           loop=0, optimize=False)
+    return {"path": str(out), "frames": n, "fps": out_fps, "stride": stride, "episodes": ep,
+            "completed_returns": returns, "backend": backend}
+
+
+if __name__ == "__main__":  # python -m esmpi.analyze: the same subcommands as the `esmpi` command
+    from esmpi.cli import main as _main
+
+    sys.exit(_main(prog="python -m esmpi.analyze"))

@@ -1,0 +1,155 @@
+"""Load a trained policy from a checkpoint, for use outside esmpi (no MPI, no env, no trainer).
+
+    >>> import gymnasium as gym, esmpi
+    >>> pi = esmpi.load_policy("runs/Hopper-v5-s0-20260101-120000")   # run directory or .h5 file
+    >>> env = gym.make(pi.env_id)
+    >>> obs, _ = env.reset(seed=0)
+    >>> obs, r, terminated, truncated, _ = env.step(pi(obs))
+
+``load_policy`` rebuilds the MLP from the checkpoint's ``policy_json`` attribute (layer sizes,
+nonlinearity, action spec, ``obs_clip``) and applies the saved observation normalisation
+(``state.obs`` with the run's ``es.obs_std_floor``): exactly the function the trainer evaluates,
+without action noise. Also here: ``resolve_checkpoint`` (which file a run directory stands for),
+shared with ``esmpi.analyze``.
+
+This module imports only numpy and esmpi.policy at import time (``esmpi/__init__`` exports
+``load_policy``); the checkpoint (and so h5py) is imported when a file is read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError
+from .policy import ActionSpec, MLPPolicy, MLPSpec
+
+
+def resolve_checkpoint(run: str | Path, checkpoint: str | Path | None = None) -> Path:
+    """The checkpoint file that ``run`` stands for.
+
+    ``run`` is a ``.h5`` file (returned as is) or a run directory: its ``latest.h5`` (newest
+    periodic checkpoint), else the newest ``checkpoints/gen_*.h5``, else ``checkpoints/best.h5``.
+    ``checkpoint`` overrides that choice: a path, or a name looked up in ``RUN/checkpoints/``
+    (``best`` means ``best.h5``, ``gen_000010`` means ``gen_000010.h5``).
+    """
+    run = Path(run)
+    if checkpoint is not None:
+        c = Path(checkpoint)
+        if c.is_file():
+            return c
+        if run.is_dir():
+            name = c.name if c.suffix == ".h5" else c.name + ".h5"
+            for cand in (run / "checkpoints" / name, run / name):
+                if cand.is_file():
+                    return cand
+        raise CheckpointError(f"{checkpoint}: no such checkpoint (not a file, nor a name in {run / 'checkpoints'})")
+    if run.is_file():
+        return run
+    if not run.is_dir():
+        raise CheckpointError(f"{run}: no such run directory or checkpoint file")
+    latest = run / "latest.h5"
+    if latest.is_file():  # follows the symlink
+        return latest
+    gens = sorted((run / "checkpoints").glob("gen_*.h5"))
+    if gens:
+        return gens[-1]
+    best = run / "checkpoints" / "best.h5"
+    if best.is_file():
+        return best
+    raise CheckpointError(f"{run}: no checkpoint yet (no latest.h5, checkpoints/gen_*.h5 or checkpoints/best.h5); "
+                          "a run writes its first one after checkpoint.every generations or when it stops")
+
+
+def spec_from_policy_json(policy: dict) -> MLPSpec:
+    """Rebuild the ``MLPSpec`` from a checkpoint's ``policy_json`` (as written by ``EnvObjective.spec_dict``)."""
+    if policy.get("type") != "mlp":
+        raise CheckpointError(f"policy_json type is {policy.get('type')!r}, not 'mlp': this checkpoint holds no "
+                              "env policy (was it written by esmpi.optimize or a custom objective?)")
+    sizes = [int(s) for s in policy["layer_sizes"]]
+    a = policy["action"]
+    action = ActionSpec(a["kind"], dim=int(a.get("dim", 0)), low=tuple(float(x) for x in a.get("low", ())),
+                        high=tuple(float(x) for x in a.get("high", ())), n=int(a.get("n", 0)))
+    return MLPSpec(sizes[0], action, tuple(sizes[1:-1]), policy["nonlinearity"], int(policy.get("action_bins", 0)))
+
+
+class LoadedPolicy:
+    """Callable ``obs -> action`` (a fresh float32 array for Box actions, an ``int`` for Discrete);
+    raises ValueError for an observation holding NaN/inf.
+
+    Attributes: ``path`` (the checkpoint read), ``env_id``, ``max_episode_steps``, ``env_kwargs``
+    (the run's ``env.kwargs``), ``spec`` (``MLPSpec``), ``theta``, ``obs_mean``/``obs_std``
+    (float32, the normalisation applied), ``generation``, ``config`` (the run's config as a dict).
+    """
+
+    def __init__(self, path: Path, spec: MLPSpec, theta: np.ndarray, obs_mean: np.ndarray, obs_std: np.ndarray,
+                 obs_clip: float, policy: dict, config: dict, generation: int):
+        self.path, self.spec, self.theta = path, spec, theta
+        self.obs_mean, self.obs_std = obs_mean, obs_std
+        self.env_id = policy.get("env_id") or config.get("env", {}).get("id", "")
+        self.max_episode_steps = int(policy.get("max_episode_steps") or 0)
+        self.env_kwargs = dict(config.get("env", {}).get("kwargs", {}))
+        self.config, self.generation = config, generation
+        self._mlp = MLPPolicy(spec, obs_clip)
+        self._mlp.set_theta(theta)
+        self._mlp.set_obs_norm(obs_mean, obs_std)
+
+    def __call__(self, obs):
+        a = self._mlp(np.asarray(obs))
+        if a is None:  # MLPPolicy's signal for a NaN/inf observation
+            raise ValueError(f"observation contains NaN or inf: {obs!r}")
+        return a if isinstance(a, (int, np.integer)) else a.copy()  # MLPPolicy reuses its output buffer
+
+    def make_env(self, **kwargs):
+        """``gymnasium.make`` of the run's env with its ``env.kwargs`` (plus ``kwargs``, e.g. render_mode)."""
+        import gymnasium as gym
+
+        from . import envs  # noqa: F401  (registers esmpi/PointMass-v0)
+
+        return gym.make(self.env_id, **{**self.env_kwargs, **kwargs})
+
+    def __repr__(self):
+        return (f"LoadedPolicy({self.env_id!r}, layers={self.spec.layer_sizes}, {self.spec.nonlinearity}, "
+                f"generation={self.generation}, from {str(self.path)!r})")
+
+
+def policy_from_checkpoint(ck: dict, path: Path) -> LoadedPolicy:
+    """Build the policy from an already loaded checkpoint dict (``esmpi.checkpoint.load``)."""
+    attrs = ck["attrs"]
+    try:
+        policy = json.loads(attrs.get("policy_json") or "{}")
+        config = json.loads(ck["config_json"] or "{}")
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: policy_json or config_json is not valid JSON: {e}") from None
+    try:
+        spec = spec_from_policy_json(policy)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: policy_json is incomplete ({e!r}): {policy}") from None
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    state = ck["state"]
+    if spec.num_params != state.theta.size:
+        raise CheckpointError(f"{path}: policy_json describes {spec.num_params} parameters "
+                              f"(layers {spec.layer_sizes}) but theta has {state.theta.size}")
+    if state.obs.sum.size not in (0, spec.obs_dim):
+        raise CheckpointError(f"{path}: observation statistics have size {state.obs.sum.size}, "
+                              f"the policy takes {spec.obs_dim} inputs")
+    floor = float(config.get("es", {}).get("obs_std_floor", 0.1))
+    if state.obs.sum.size:
+        mean, std = state.obs.mean_std(floor)
+    else:
+        mean, std = np.zeros(spec.obs_dim, np.float32), np.ones(spec.obs_dim, np.float32)
+    return LoadedPolicy(path, spec, state.theta, mean, std, float(policy.get("obs_clip", 5.0)), policy, config,
+                        state.generation)
+
+
+def load_policy(path: str | Path, checkpoint: str | Path | None = None) -> LoadedPolicy:
+    """Load the policy saved in ``path`` (a checkpoint ``.h5`` or a run directory, see
+    ``resolve_checkpoint``). Returns a ``LoadedPolicy``: ``action = policy(obs)``, deterministic,
+    with the saved observation normalisation; usable in any gymnasium loop, without MPI."""
+    from . import checkpoint as _ck
+
+    p = resolve_checkpoint(path, checkpoint)
+    return policy_from_checkpoint(_ck.load(p), p)
