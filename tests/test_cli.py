@@ -167,3 +167,30 @@ def test_sigterm_checkpoints_and_exits_75(tmp_path):
     n = len((out / "progress.jsonl").read_text().splitlines())
     with h5py.File(out / "latest.h5") as f:
         assert f["state"].attrs["generation"] == n      # nothing finished was lost
+
+
+def test_sigusr2_checkpoints_on_demand_and_goes_on(tmp_path):
+    out = tmp_path / "run"
+    args = [a if a != "run.generations=3" else "run.generations=100000" for a in TINY]
+    args += ["--set", "checkpoint.every=0", "--set", "checkpoint.keep_last=100"]
+    p = subprocess.Popen([sys.executable, "-m", "esmpi.run", *args, "--out", str(out)], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ck = out / "checkpoints"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (out / "progress.jsonl").exists():
+            time.sleep(0.05)
+        p.send_signal(signal.SIGUSR2)
+        while time.monotonic() < deadline and not list(ck.glob("gen_*.h5")):
+            time.sleep(0.05)
+        first = sorted(ck.glob("gen_*.h5"))
+        assert len(first) == 1 and p.poll() is None          # a checkpoint, and the run goes on
+        time.sleep(0.5)
+        p.send_signal(signal.SIGUSR2)
+        while time.monotonic() < deadline and len(list(ck.glob("gen_*.h5"))) < 2:
+            time.sleep(0.05)
+        assert len(list(ck.glob("gen_*.h5"))) == 2 and p.poll() is None
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=60)
+    assert p.returncode == 75

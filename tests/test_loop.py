@@ -147,3 +147,16 @@ def test_checkpoint_round_trip_every_field(tmp_path):
         assert (a == b) or (math.isnan(a) and math.isnan(b)), k
     assert ck["attrs"]["world_size"] == 1 and ck["attrs"]["layout_version"] == 1
     assert '"noise_stdev": 0.05' in ck["config_json"]
+
+
+def test_best_checkpoint_holds_the_theta_that_scored(tmp_path):
+    cfg = tiny_config(run={"generations": 8}, checkpoint={"every": 1, "keep_last": 100})
+    t = Trainer(cfg, EnvObjective(cfg), SerialComm(), run_dir=tmp_path)
+    t.run()
+    evals = [h["EvalEpRewMean"] for h in t.history]
+    g = int(np.argmax(evals)) + 1                 # history row g evaluated theta before update g
+    best = checkpoint.load(tmp_path / "checkpoints" / "best.h5")["state"]
+    assert best.generation == g - 1
+    if g > 1:
+        before = checkpoint.load(tmp_path / "checkpoints" / f"gen_{g - 1:06d}.h5")["state"]
+        assert state_digest(best) == state_digest(before)

@@ -170,6 +170,17 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"es.noise_stdev": 0.02, ...} from a nested config tree (``env.kwargs`` stays one value)."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and k != "kwargs":
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
 def _set_dotted(tree: dict, dotted: str, value: Any, source: str) -> None:
     parts = dotted.split(".")
     node = tree

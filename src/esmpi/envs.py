@@ -157,6 +157,12 @@ def make_env(env_cfg) -> Env:
         raise EnvError(f"env.id {env_cfg.id!r}: gymnasium could not make it: {ex}") from None
     except TypeError as ex:
         raise EnvError(f"env.kwargs {dict(env_cfg.kwargs)!r} for {env_cfg.id!r}: {ex}") from None
+    except (ImportError, AttributeError, OSError) as ex:
+        import os
+        gl = os.environ.get("MUJOCO_GL")
+        hint = (f" MUJOCO_GL={gl} is set: training needs no rendering, so unset it (or install that backend, "
+                "see docs/analysis.md)." if gl else "")
+        raise EnvError(f"env {env_cfg.id!r} could not be created: {type(ex).__name__}: {ex}.{hint}") from None
     obs_dim, action = describe_spaces(env_cfg.id, e.observation_space, e.action_space)
     limit = env_cfg.max_episode_steps or (e.spec.max_episode_steps if e.spec else None)
     if not limit:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .config import flatten
 from .errors import CheckpointError, ConfigError, RunDirError
 
 ALLOWED_CHANGES = {
@@ -22,16 +23,6 @@ ALLOWED_CHANGES = {
 }
 
 OWN_FILES = {"config.toml", "progress.jsonl", "checkpoints", "latest.h5"}
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and k != "kwargs":
-            out.update(flatten(v, prefix + k + "."))
-        else:
-            out[prefix + k] = list(v) if isinstance(v, tuple) else v
-    return out
 
 
 def config_changes(old: dict, new: dict) -> dict:

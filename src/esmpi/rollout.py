@@ -52,6 +52,7 @@ class EnvObjective:
         self.obs_dim = self.env.obs_dim
         self.max_episode_steps = self.env.max_episode_steps
         self.action_noise_std = cfg.es.action_noise_std
+        self.obs_std_floor = cfg.es.obs_std_floor
         self._continuous = self.env.action.kind == "box" and not p.action_bins
 
     def initial_theta(self, rng: np.random.Generator) -> np.ndarray:
@@ -63,7 +64,10 @@ class EnvObjective:
         return {"type": "mlp", "env_id": self.env.id, "layer_sizes": s.layer_sizes, "nonlinearity": s.nonlinearity,
                 "action_bins": s.action_bins, "action": {"kind": s.action.kind, "dim": s.action.dim, "n": s.action.n,
                                                          "low": list(s.action.low), "high": list(s.action.high)},
-                "obs_clip": float(self.policy.obs_clip), "max_episode_steps": self.max_episode_steps}
+                "obs_clip": float(self.policy.obs_clip), "obs_std_floor": self.obs_std_floor,
+                "max_episode_steps": self.max_episode_steps,
+                "theta_layout": "per layer: W (n_in, n_out) row-major, then b (n_out,)",
+                "tanh": "float32 rational approximation, esmpi.policy.tanh"}
 
     def set_obs_norm(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.policy.set_obs_norm(mean, std)

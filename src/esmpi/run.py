@@ -7,6 +7,9 @@ Without ``--config`` it trains the default job (``jobs/default.toml`` values, wh
 built-in defaults). The run directory (default ``runs/<env>-s<seed>-<time>``) must not exist:
 esmpi never overwrites results.
 
+Signals: SIGTERM, SIGINT, SIGUSR1 on any rank: checkpoint at the next generation boundary and exit
+75. SIGUSR2: checkpoint at the next generation boundary and go on.
+
 Exit codes: 0 done; 2 bad input (config, env, run directory); 3 replicas diverged; 4 theta became
 non-finite; 75 stopped by a signal after writing a checkpoint; 1 a crash (every rank is aborted
 and the failing rank's traceback is printed).
@@ -42,14 +45,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 class _Flag:
-    """Set by signal handlers; read only at generation boundaries (collectively)."""
+    """Set by a signal handler; read only at generation boundaries (collectively).
+    ``once``: reading it clears it (a request, e.g. 'checkpoint now'), else it stays set ('stop')."""
 
-    def __init__(self):
+    def __init__(self, once: bool = False):
         self.set = False
+        self.once = once
         self.signum = None
 
     def __call__(self) -> bool:
-        return self.set
+        v = self.set
+        if self.once:
+            self.set = False
+        return v
 
     def handler(self, signum, frame):
         self.set, self.signum = True, signum
@@ -170,15 +178,27 @@ def _main(args, comm) -> int:
 
     _agree(comm, prepare_dir)
     objective = _agree(comm, lambda: EnvObjective(cfg))
-    flag = _Flag()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        signal.signal(sig, flag.handler)
+    flag, ckpt_flag = _Flag(), _Flag(once=True)
+    previous = {sig: signal.signal(sig, flag.handler) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    previous[signal.SIGUSR2] = signal.signal(signal.SIGUSR2, ckpt_flag.handler)
+    try:
+        return _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, flag, ckpt_flag, args)
+    finally:
+        for sig, handler in previous.items():   # main() may be called in-process (tests, notebooks)
+            signal.signal(sig, handler)
+
+
+def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, flag, ckpt_flag, args) -> int:
+    from .metrics import JsonlSink, ProgressLine
+    from .train import Trainer
+
     sinks = [] if args.quiet else [ProgressLine(cfg.run)]
     jsonl = JsonlSink(run_dir / "progress.jsonl") if comm.rank == 0 else None
     if jsonl:
         sinks.append(jsonl)
     trainer = _agree(comm, lambda: Trainer(cfg, objective, comm, run_dir=run_dir, state=state, history=history,
-                                           sinks=sinks, stop_requested=flag, time_offset=time_offset, resumes=resumes))
+                                           sinks=sinks, stop_requested=flag, time_offset=time_offset, resumes=resumes,
+                                           checkpoint_requested=ckpt_flag))
     if mode == "resume":
         trainer.check_replicas()
     if comm.rank == 0:

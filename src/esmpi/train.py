@@ -27,6 +27,7 @@ from .noise import NoiseTable
 
 STOP = 1          # budget reached (generations, timesteps or wall time)
 SIGNALLED = 2     # a rank received SIGTERM/SIGINT/SIGUSR1: checkpoint and stop
+CHECKPOINT = 4    # a rank received SIGUSR2: checkpoint now and go on
 
 
 class Trainer:
@@ -38,7 +39,7 @@ class Trainer:
 
     def __init__(self, cfg, objective, comm, *, run_dir: str | Path | None = None, state: es.ESState | None = None,
                  history: list[dict] | None = None, sinks=(), time_offset: float = 0.0, stop_requested=None,
-                 resumes: list[dict] | None = None):
+                 resumes: list[dict] | None = None, checkpoint_requested=None):
         self.cfg, self.objective, self.comm = cfg, objective, comm
         self.run_dir = Path(run_dir) if run_dir is not None else None
         d = objective.num_params
@@ -58,6 +59,8 @@ class Trainer:
         self.time_offset = time_offset
         self.resumes = list(resumes or [])   # one record per resume: generation, world size, config changes
         self.stop_requested = stop_requested or (lambda: False)
+        # returns True once per request (it clears itself), read only at generation boundaries
+        self.checkpoint_requested = checkpoint_requested or (lambda: False)
         self.best_eval = max((h["EvalEpRewMean"] for h in self.history if np.isfinite(h.get("EvalEpRewMean", np.nan))),
                              default=-np.inf)
         self._t_start = time.perf_counter()
@@ -102,6 +105,7 @@ class Trainer:
                 break
         batch = _assemble(offs, pairs, obs, evals, self.objective.obs_dim)
         tu = time.perf_counter()
+        self.scored_state = st    # the theta this generation's evaluation episodes measured
         self.state, stats = es.tell(st, batch, self.noise, escfg, cfg.optimizer, self.max_steps)
         t_update = time.perf_counter() - tu
         now = time.perf_counter()
@@ -137,26 +141,28 @@ class Trainer:
         return bool(rc.max_seconds and self.time_offset + time.perf_counter() - self._t_start >= rc.max_seconds)
 
     def decide(self) -> int:
+        """One integer OR over ranks: every rank leaves the loop (or checkpoints) at the same generation."""
         bits = (STOP if self._budget_reached() else 0) | (SIGNALLED if self.stop_requested() else 0)
+        bits |= CHECKPOINT if self.checkpoint_requested() else 0
         return self.comm.any_flags(bits)
 
     # ------------------------------------------------------------------ files (rank 0)
-    def save_checkpoint(self, path: Path) -> Path:
-        return checkpoint.save(path, self.state, self.history, self.config_json(), world_size=self.comm.size,
+    def save_checkpoint(self, path: Path, state: es.ESState | None = None) -> Path:
+        return checkpoint.save(path, state or self.state, self.history, self.config_json(), world_size=self.comm.size,
                                policy_json=self.policy_json, mpi_library=getattr(self.comm, "library", ""),
                                extra_attrs={"resumes_json": json.dumps(self.resumes)})
 
     def config_json(self) -> str:
         return json.dumps(self.cfg.to_dict())
 
-    def _checkpoint_files(self, m: dict, final: bool) -> None:
+    def _checkpoint_files(self, m: dict, final: bool, now: bool = False) -> None:
         if self.comm.rank != 0 or self.run_dir is None:
             return
         ck = self.run_dir / "checkpoints"
         ck.mkdir(exist_ok=True)
         g = self.state.generation
         every = self.cfg.checkpoint.every
-        if final or (every and g % every == 0):
+        if final or now or (every and g % every == 0):
             path = self.save_checkpoint(ck / f"gen_{g:06d}.h5")
             _point_latest(self.run_dir / "latest.h5", path)
             old = sorted(ck.glob("gen_*.h5"))[:-self.cfg.checkpoint.keep_last]
@@ -164,19 +170,21 @@ class Trainer:
                 p.unlink()
         ev = m.get("EvalEpRewMean", np.nan)
         if np.isfinite(ev) and ev > self.best_eval:
+            # history row g evaluates theta *before* generation g's update: save that state
             self.best_eval = ev
-            self.save_checkpoint(ck / "best.h5")
+            self.save_checkpoint(ck / "best.h5", self.scored_state)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> es.ESState:
         every = self.cfg.checks.replica_check_every
-        self.stopped_by = bits = self.decide()
+        self.stopped_by = bits = self.decide() & ~CHECKPOINT
         while not bits:
             m = self.generation()
             if every and self.state.generation % every == 0:
                 self.check_replicas()
-            self.stopped_by = bits = self.decide()
-            self._checkpoint_files(m, final=bool(bits))
+            bits = self.decide()
+            self._checkpoint_files(m, final=bool(bits & ~CHECKPOINT), now=bool(bits & CHECKPOINT))
+            self.stopped_by = bits = bits & ~CHECKPOINT
         if every:
             self.check_replicas()
         return self.state
