@@ -12,7 +12,7 @@ T_SERIAL ?= 900
 T_MPI    ?= 600
 PYTEST_MPI = --only-mpi -q -p no:cacheprovider --timeout=300 --timeout-method=thread --color=no
 
-.PHONY: setup run test test-serial test-mpi clean-venv
+.PHONY: setup run test test-serial test-mpi clean-venv render-deps
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,16 @@ test-mpi: setup
 	  echo "== MPI tests on $$n rank(s)"; \
 	  timeout -k 10 $(T_MPI) $(MPIEXEC) -n $$n $(PY) -m pytest $(PYTEST_MPI) tests || exit $$?; \
 	done
+
+# Headless MuJoCo rendering for `esmpi video` (EGL on Mesa's software renderer; docs/analysis.md).
+# Debian packages, so root only; training never needs them.
+RENDER_PKGS = libegl1 libopengl0 libgl1-mesa-dri libegl-mesa0
+render-deps:
+	@if dpkg -s $(RENDER_PKGS) >/dev/null 2>&1; then echo "render-deps: present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(RENDER_PKGS) >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(RENDER_PKGS) >/dev/null; }; \
+	else echo "render-deps: not root or no apt-get; install $(RENDER_PKGS) to render videos"; fi
 
 clean-venv:
 	rm -rf $(VENV)
