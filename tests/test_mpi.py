@@ -56,6 +56,19 @@ def test_node_shared_noise_table_is_identical_everywhere(comm):
     np.testing.assert_array_equal(t.noise, ref)
 
 
+def test_node_split_update_equals_the_serial_sum(comm):
+    from esmpi.noise import NodeSplitSum, NoiseTable
+    t = NoiseTable(200_000, seed=3, comm=comm)
+    rng = np.random.default_rng(5)
+    for d in (1, 100, 4_097):
+        offs = rng.integers(0, t.size - d, 50)
+        w = rng.standard_normal(50).astype(np.float32)
+        split = NodeSplitSum(t, comm, d)
+        for _ in range(2):                         # the shared buffer is reused safely
+            np.testing.assert_array_equal(split.weighted_sum(w, offs, d), t.weighted_sum(w, offs, d))
+        assert split.hi - split.lo <= -(-d // comm.node_size) + NodeSplitSum.ALIGN
+
+
 def test_black_box_api_under_mpi_matches_serial(comm):
     import esmpi
     f = lambda w: -float(np.sum((w - np.array([1.0, -2.0], np.float32)) ** 2))

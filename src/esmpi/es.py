@@ -70,7 +70,9 @@ class Batch:
 
 
 def tell(state: ESState, batch: Batch, noise, es_cfg, opt_cfg, max_cutoff: int | None = None) -> tuple[ESState, dict]:
-    """One ES update; ``max_cutoff`` caps the adaptive cutoff (the env's own time limit)."""
+    """One ES update. ``noise`` provides ``weighted_sum(w, offsets, d)`` (a NoiseTable, or a
+    NodeSplitSum sharing the work among a node's ranks: same bits); ``max_cutoff`` caps the
+    adaptive cutoff (the env's own time limit)."""
     n_pairs = batch.offsets.size
     d = state.theta.size
     shaped = SHAPINGS[es_cfg.shaping](batch.returns)

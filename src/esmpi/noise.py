@@ -12,6 +12,11 @@ A perturbation is addressed, never sent: ``eps_j = table[offset_j : offset_j + d
 ``weighted_sum`` computes ``sum_j w_j * eps_j`` in float32 in a fixed order (j ascending, no
 FMA contraction, no blocking), bitwise identical to the numpy loop ``g += w[j] * eps_j``, on every
 rank, at every world size, and for any split of the ``d`` axis.
+
+``NodeSplitSum`` uses that last property: the ranks of a node each compute a disjoint slice of
+``g`` into one node-shared buffer, so a node reads the noise once per update instead of once per
+rank, and every rank ends with the identical full ``g``. Only node-local shared memory is used;
+nothing crosses the network.
 """
 
 from __future__ import annotations
@@ -58,6 +63,33 @@ class NoiseTable:
         _weighted_sum(self.noise, np.ascontiguousarray(offsets, dtype=np.int64),
                       np.ascontiguousarray(weights, dtype=np.float32), lo, hi, out)
         return out
+
+
+class NodeSplitSum:
+    """``weighted_sum`` with the same signature and bits, split over the ranks of a node.
+
+    Rank ``r`` of ``n`` node ranks computes ``g[lo_r:hi_r]`` (slices aligned to 64 floats, so SIMD
+    lanes and cache lines are not shared); two node barriers bracket the write: the first so no
+    rank overwrites a ``g`` another rank is still copying, the second so every slice is done.
+    """
+
+    ALIGN = 64
+
+    def __init__(self, noise: NoiseTable, comm, dim: int):
+        self.noise, self.comm, self.dim = noise, comm, dim
+        self.out, _ = comm.node_shared_array(dim, np.float32)
+        n, r = comm.node_size, comm.node_rank
+        chunk = -(-dim // n)
+        chunk = -(-chunk // self.ALIGN) * self.ALIGN
+        self.lo, self.hi = min(r * chunk, dim), min((r + 1) * chunk, dim)
+
+    def weighted_sum(self, weights, offsets, dim: int, lo: int = 0, hi: int | None = None, out=None) -> np.ndarray:
+        assert dim == self.dim and lo == 0 and hi in (None, dim)
+        self.comm.node_barrier()
+        if self.hi > self.lo:
+            self.noise.weighted_sum(weights, offsets, dim, self.lo, self.hi, out=self.out[self.lo : self.hi])
+        self.comm.node_barrier()
+        return self.out.copy()
 
 
 @numba.njit(cache=True, nogil=True)

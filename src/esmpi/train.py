@@ -23,7 +23,7 @@ from . import checkpoint, es, seeding
 from .errors import ConfigError, ReplicaMismatch
 from .evaluate import BlockEvaluator, obs_mask
 from .metrics import generation_metrics
-from .noise import NoiseTable
+from .noise import NodeSplitSum, NoiseTable
 
 STOP = 1          # budget reached (generations, timesteps or wall time)
 SIGNALLED = 2     # a rank received SIGTERM/SIGINT/SIGUSR1: checkpoint and stop
@@ -47,6 +47,8 @@ class Trainer:
             raise ConfigError(f"noise.size = {cfg.noise.size} is smaller than the policy's {d} parameters; "
                               f"set noise.size >= {d} (a table 100x larger keeps perturbations nearly independent)")
         self.noise = NoiseTable(cfg.noise.size, cfg.noise.seed, comm)
+        # the update's noise sum: split over the ranks of a node (same bits, 1/k of the reading each)
+        self.summer = NodeSplitSum(self.noise, comm, d) if getattr(comm, "node_size", 1) > 1 else self.noise
         self.max_steps = objective.max_episode_steps
         if state is None:
             theta0 = objective.initial_theta(seeding.rng(cfg.run.seed, seeding.INIT_THETA))
@@ -106,7 +108,7 @@ class Trainer:
         batch = _assemble(offs, pairs, obs, evals, self.objective.obs_dim)
         tu = time.perf_counter()
         self.scored_state = st    # the theta this generation's evaluation episodes measured
-        self.state, stats = es.tell(st, batch, self.noise, escfg, cfg.optimizer, self.max_steps)
+        self.state, stats = es.tell(st, batch, self.summer, escfg, cfg.optimizer, self.max_steps)
         t_update = time.perf_counter() - tu
         now = time.perf_counter()
         times = {"generation": now - t0, "elapsed": self.time_offset + now - self._t_start,
