@@ -7,6 +7,7 @@ mpiexec), ``SerialComm()`` needs no MPI at all. Both offer:
 - ``allgather_rows(rows (n_i, w) float64) -> (sum_i n_i, w)``: rows of every rank, in rank order
   (buffer ``Allgatherv``; the caller restores pair order from an index column)
 - ``any_flags(bits: int) -> int``: bitwise OR over ranks (integer, so exact): collective decisions
+- ``ibarrier()``: a non-blocking barrier request (``Test()``, ``Wait()``), for the 'steal' schedule
 - ``allgather_obj`` / ``bcast_obj``: small Python objects, for set-up only (never per generation)
 - ``node_shared_array(n, dtype) -> (array, fill_here)``: one copy per node in an MPI-3 shared
   window; exactly one rank per node gets ``fill_here=True``; then call ``node_barrier()``
@@ -23,6 +24,16 @@ import os
 import time
 
 import numpy as np
+
+
+class _Done:
+    """A completed request (serial twin of MPI.Request)."""
+
+    def Test(self):
+        return True
+
+    def Wait(self):
+        pass
 
 
 class SerialComm:
@@ -53,6 +64,9 @@ class SerialComm:
 
     def wait_for_all(self):
         pass
+
+    def ibarrier(self):
+        return _Done()
 
     def abort(self, code: int = 1):
         os._exit(code)
@@ -103,6 +117,10 @@ class MPIComm:
         req = self.comm.Ibarrier()
         while not req.Test():
             time.sleep(poll_seconds)
+
+    def ibarrier(self):
+        """Non-blocking barrier: ``Test()`` turns true once every rank has entered it."""
+        return self.comm.Ibarrier()
 
     # ---- set-up only ----
     def allgather_obj(self, obj):

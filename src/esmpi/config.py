@@ -86,6 +86,7 @@ class ESConfig(_Section):
     obs_clip: float = Field(5.0, gt=0, description="Normalised observations are clipped to +-obs_clip.")
     action_noise_std: float = Field(0.0, ge=0, description="Gaussian noise added to training actions (never to evaluation).")
     eval_episodes: int = Field(4, ge=0, description="Episodes of the unperturbed theta per generation.")
+    schedule: Literal["static", "steal"] = Field("static", description="'static': pair j on rank j % size, bitwise identical at any world size. 'steal': ranks that finish early evaluate extra pairs until all are done (no idle ranks; results depend on timing and world size).")
     episode_cutoff: Literal["env", "adaptive"] = Field("env", description="'env': env time limit; 'adaptive': reference's adaptive limit.")
     cutoff_initial: int = Field(100, ge=1, description="adaptive: initial limit.")
     cutoff_increase_threshold: float = Field(0.5, gt=0, le=1, description="adaptive: raise the limit when this fraction of episodes hits it.")

@@ -7,7 +7,8 @@ loss, ...) plug into the same MPI loop:
 - ``num_params``, ``obs_dim`` (0 = no observation normalisation), ``max_episode_steps``
 - ``initial_theta(rng) -> (num_params,) float32``
 - ``set_obs_norm(mean, std)`` before a generation's episodes
-- ``episode(theta, seed, cutoff, record_obs, action_noise_rng) -> EpisodeResult``
+- ``episode(theta, seed, cutoff, record_obs, action_noise_rng, abandon=None) -> EpisodeResult | None``
+  (``abandon``: polled during long episodes; True ends the episode with None, for the 'steal' schedule)
 
 An episode ends when the env terminates or truncates, or at ``cutoff`` steps. A NaN/inf reward
 or observation, or an exception from the env, makes the episode *failed*: its return is -inf (it
@@ -73,7 +74,8 @@ class EnvObjective:
         self.policy.set_obs_norm(mean, std)
 
     def episode(self, theta: np.ndarray, seed: int, cutoff: int, record_obs: bool = False,
-                action_noise_rng: np.random.Generator | None = None) -> EpisodeResult:
+                action_noise_rng: np.random.Generator | None = None, abandon=None) -> EpisodeResult | None:
+        """One episode; ``abandon()`` (polled every 64 steps) returning True ends it early with None."""
         policy, env = self.policy, self.env
         policy.set_theta(theta)
         noisy = action_noise_rng is not None and self.action_noise_std > 0 and self._continuous
@@ -97,6 +99,8 @@ class EnvObjective:
                                 policy._low, policy._high).astype(np.float32)
                 obs, r, terminated, truncated, _ = step(a)
                 t += 1
+                if abandon is not None and not (t & 63) and abandon():
+                    return None
                 if not isfinite(r):
                     return EpisodeResult(-math.inf, t, True, f"non-finite reward {r} at step {t}")
                 ret += r
@@ -129,7 +133,7 @@ class FunctionObjective:
     def set_obs_norm(self, mean, std) -> None:
         pass
 
-    def episode(self, theta, seed, cutoff, record_obs=False, action_noise_rng=None) -> EpisodeResult:
+    def episode(self, theta, seed, cutoff, record_obs=False, action_noise_rng=None, abandon=None) -> EpisodeResult:
         try:
             v = float(self.f(theta))
         except Exception as ex:

@@ -15,6 +15,7 @@ OBS_STAT = 2         # (g, block) -> which pairs record observation statistics
 EPISODE = 3          # (g, block, pair, sign) -> env reset seed and action noise
 EVAL = 4             # (g, episode) -> evaluation episode seed
 INIT_THETA = 5       # () -> initial policy parameters
+EXTRA = 6            # (g, block, rank, k) -> offset, obs-stat draw and episode seeds of a 'steal' extra pair
 
 
 def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:

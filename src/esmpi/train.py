@@ -57,7 +57,8 @@ class Trainer:
         self.state = state
         self.history: list[dict] = list(history or [])
         self.sinks = list(sinks) if comm.rank == 0 else []
-        self.evaluator = BlockEvaluator(objective, self.noise, cfg.run.seed, cfg.es.noise_stdev, comm.rank, comm.size)
+        self.evaluator = BlockEvaluator(objective, self.noise, cfg.run.seed, cfg.es.noise_stdev, comm.rank, comm.size,
+                                        use_action_noise=cfg.es.action_noise_std > 0)
         self.time_offset = time_offset
         self.resumes = list(resumes or [])   # one record per resume: generation, world size, config changes
         self.stop_requested = stop_requested or (lambda: False)
@@ -79,17 +80,22 @@ class Trainer:
             self.objective.set_obs_norm(*st.obs.mean_std(escfg.obs_std_floor))
         cutoff = min(st.cutoff, self.max_steps)
         n = escfg.pairs_per_generation
-        use_an = escfg.action_noise_std > 0
+        steal = escfg.schedule == "steal" and comm.size > 1
         self.evaluator.failure_lines = 0
-        offs, pairs, obs, evals = [], [], [], None
+        pairs, obs, evals = [], [], None
         t_roll = t_comm = 0.0
         block = steps = 0
         while True:
             o = self.noise.offsets(cfg.run.seed, g, block, n, d)
             mask = obs_mask(cfg.run.seed, g, block, n, escfg.obs_stat_fraction, self.objective.obs_dim)
             ta = time.perf_counter()
-            p_rows, o_rows = self.evaluator.pairs(st.theta, g, block, o, mask, cutoff, use_an)
+            p_rows, o_rows = self.evaluator.pairs(st.theta, g, block, o, mask, cutoff)
             e_rows = self.evaluator.evals(st.theta, g, escfg.eval_episodes, self.max_steps) if block == 0 else None
+            if steal:   # keep working until every rank has finished its static share
+                req = comm.ibarrier()
+                xp, xo = self.evaluator.extra_pairs(st.theta, g, block, cutoff, escfg.obs_stat_fraction, req.Test)
+                req.Wait()
+                p_rows, o_rows = np.concatenate([p_rows, xp]), np.concatenate([o_rows, xo])
             tb = time.perf_counter()
             comm.wait_for_all()
             P = comm.allgather_rows(p_rows)
@@ -98,14 +104,13 @@ class Trainer:
                 evals = comm.allgather_rows(e_rows)
             t_roll += tb - ta
             t_comm += time.perf_counter() - tb
-            offs.append(o)
             pairs.append(P)
             obs.append(O)
             steps += int(P[:, 3:5].sum())
             block += 1
             if steps >= escfg.min_timesteps_per_generation or block >= escfg.max_blocks_per_generation:
                 break
-        batch = _assemble(offs, pairs, obs, evals, self.objective.obs_dim)
+        batch = _assemble(pairs, obs, evals, self.objective.obs_dim)
         tu = time.perf_counter()
         self.scored_state = st    # the theta this generation's evaluation episodes measured
         self.state, stats = es.tell(st, batch, self.summer, escfg, cfg.optimizer, self.max_steps)
@@ -200,8 +205,9 @@ def _point_latest(link: Path, target: Path) -> None:
     tmp.replace(link)
 
 
-def _assemble(offs, pairs, obs, evals, obs_dim) -> es.Batch:
-    """Concatenate the blocks and put every gathered row back in global pair order."""
+def _assemble(pairs, obs, evals, obs_dim) -> es.Batch:
+    """Concatenate the blocks and put every gathered row back in global pair order (static pairs
+    first, by block and index; then any 'steal' extras, by block, rank and k)."""
     P = np.concatenate(pairs)
     P = P[np.argsort(P[:, 0], kind="stable")]
     O = np.concatenate([o.reshape(-1, 2 + 2 * obs_dim) for o in obs])
@@ -209,7 +215,7 @@ def _assemble(offs, pairs, obs, evals, obs_dim) -> es.Batch:
     E = evals.reshape(-1, 4)
     E = E[np.argsort(E[:, 0], kind="stable")]
     return es.Batch(
-        offsets=np.concatenate(offs),
+        offsets=P[:, 7].astype(np.int64),
         returns=P[:, 1:3].copy(),
         lengths=P[:, 3:5].astype(np.int64),
         failed=P[:, 5:7] != 0,
