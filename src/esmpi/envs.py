@@ -147,6 +147,13 @@ def describe_spaces(env_id: str, observation_space, action_space) -> tuple[int, 
     raise EnvError(f"env {env_id!r}: action space {act} is not supported; use a 1-D Box or a Discrete space")
 
 
+def make_gym_env(env_id: str, **kwargs) -> gym.Env:
+    """A plain (wrapped) gymnasium env, e.g. with ``render_mode="rgb_array"`` for videos."""
+    _check_id(env_id)
+    _route_mujoco_warnings()
+    return gym.make(env_id, **kwargs)
+
+
 def make_env(env_cfg) -> Env:
     """``env_cfg``: the ``[env]`` config section (id, kwargs, max_episode_steps)."""
     _check_id(env_cfg.id)

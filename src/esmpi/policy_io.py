@@ -104,11 +104,9 @@ class LoadedPolicy:
 
     def make_env(self, **kwargs):
         """``gymnasium.make`` of the run's env with its ``env.kwargs`` (plus ``kwargs``, e.g. render_mode)."""
-        import gymnasium as gym
+        from .envs import make_gym_env  # the one module that imports gymnasium
 
-        from . import envs  # noqa: F401  (registers esmpi/PointMass-v0)
-
-        return gym.make(self.env_id, **{**self.env_kwargs, **kwargs})
+        return make_gym_env(self.env_id, **{**self.env_kwargs, **kwargs})
 
     def __repr__(self):
         return (f"LoadedPolicy({self.env_id!r}, layers={self.spec.layer_sizes}, {self.spec.nonlinearity}, "
