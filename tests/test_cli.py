@@ -194,3 +194,18 @@ def test_sigusr2_checkpoints_on_demand_and_goes_on(tmp_path):
         p.send_signal(signal.SIGTERM)
         p.communicate(timeout=60)
     assert p.returncode == 75
+
+
+def test_a_signal_during_start_up_is_not_lost(tmp_path):
+    """Handlers go in before MPI starts and again after MPI_Init (MPICH installs its own SIGUSR1
+    handler, which would swallow the request): a batch system's early warning still ends the run
+    cleanly with 75."""
+    out = tmp_path / "run"
+    args = [a if a != "run.generations=3" else "run.generations=100000" for a in TINY]
+    p = subprocess.Popen([sys.executable, "-m", "esmpi.run", *args, "--out", str(out)], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.6)                      # interpreter up; somewhere in imports, MPI_Init or set-up
+    p.send_signal(signal.SIGUSR1)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 75, err
+    assert "Traceback" not in err

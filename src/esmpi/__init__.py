@@ -13,7 +13,16 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_
 
 __version__ = "0.1.0"
 
-from .api import optimize  # noqa: E402
-from .policy_io import load_policy  # noqa: E402,F401  (light: numpy only; h5py is imported when a file is read)
-
 __all__ = ["optimize", "load_policy", "__version__"]
+
+
+def __getattr__(name):
+    # Lazy (PEP 562): `python -m esmpi.run` must reach its signal handlers before numpy/numba load,
+    # or a batch system's early SIGUSR1 kills the rank during start-up.
+    if name == "optimize":
+        from .api import optimize
+        return optimize
+    if name == "load_policy":
+        from .policy_io import load_policy
+        return load_policy
+    raise AttributeError(f"module 'esmpi' has no attribute {name!r}")

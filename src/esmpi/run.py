@@ -29,21 +29,6 @@ from .errors import EsmpiError, RunDirError
 EXIT_SIGNALLED = 75  # EX_TEMPFAIL: "try again", what requeueing batch scripts look for
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m esmpi.run", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", "-c", help="TOML job file (see jobs/); default: the built-in default job")
-    ap.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config key, value in TOML syntax (e.g. --set es.noise_stdev=0.05); repeatable")
-    ap.add_argument("--out", "-o", help="run directory to create (must not exist, unless run.auto_resume = true)")
-    ap.add_argument("--resume", "-r", metavar="RUN_DIR",
-                    help="continue RUN_DIR from its newest checkpoint, bitwise as if never stopped, at any world size; "
-                         "--set may change budgets and cadence only")
-    ap.add_argument("--runs-root", default="runs", help="parent of the default run directory (default: runs)")
-    ap.add_argument("--quiet", "-q", action="store_true", help="no progress line per generation")
-    return ap.parse_args(argv)
-
-
 class _Flag:
     """Set by a signal handler; read only at generation boundaries (collectively).
     ``once``: reading it clears it (a request, e.g. 'checkpoint now'), else it stays set ('stop')."""
@@ -61,6 +46,53 @@ class _Flag:
 
     def handler(self, signum, frame):
         self.set, self.signum = True, signum
+
+
+class _Signals:
+    """Stop/checkpoint requests from signals. Installed before MPI starts (a signal during start-up
+    must not kill the rank) and again after ``MPI_Init``, which installs its own SIGUSR1 handler
+    and would otherwise swallow the request silently. Restored on exit (``main`` may run in-process)."""
+
+    STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+    def __init__(self):
+        self.stop, self.checkpoint = _Flag(), _Flag(once=True)
+        self.previous = {}
+
+    def install(self):
+        for sig in self.STOP:
+            old = signal.signal(sig, self.stop.handler)
+            self.previous.setdefault(sig, old)
+        old = signal.signal(signal.SIGUSR2, self.checkpoint.handler)
+        self.previous.setdefault(signal.SIGUSR2, old)
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+# As early as possible when run as a program: before numpy, numba and MPI are loaded.
+_EARLY_SIGNALS = None
+if __name__ == "__main__":
+    _EARLY_SIGNALS = _Signals()
+    _EARLY_SIGNALS.install()
+
+
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m esmpi.run", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", "-c", help="TOML job file (see jobs/); default: the built-in default job")
+    ap.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, value in TOML syntax (e.g. --set es.noise_stdev=0.05); repeatable")
+    ap.add_argument("--out", "-o", help="run directory to create (must not exist, unless run.auto_resume = true)")
+    ap.add_argument("--resume", "-r", metavar="RUN_DIR",
+                    help="continue RUN_DIR from its newest checkpoint, bitwise as if never stopped, at any world size; "
+                         "--set may change budgets and cadence only")
+    ap.add_argument("--runs-root", default="runs", help="parent of the default run directory (default: runs)")
+    ap.add_argument("--quiet", "-q", action="store_true", help="no progress line per generation")
+    return ap.parse_args(argv)
 
 
 def _default_run_dir(cfg, root: str) -> Path:
@@ -107,17 +139,23 @@ def guarded(comm, fn) -> int:
 
 
 def main(argv=None) -> int:
+    signals = _EARLY_SIGNALS or _Signals()
+    signals.install()
     args = parse_args(argv)
-    from .comm import make_comm
-
-    comm = make_comm()
     try:
-        return guarded(comm, lambda: _main(args, comm))
+        from .comm import make_comm
+
+        comm = make_comm()
+        signals.install()
+        try:
+            return guarded(comm, lambda: _main(args, comm, signals))
+        finally:
+            comm.free()
     finally:
-        comm.free()
+        signals.restore()
 
 
-def _main(args, comm) -> int:
+def _main(args, comm, signals) -> int:
     import json
 
     from . import checkpoint, resume
@@ -178,19 +216,13 @@ def _main(args, comm) -> int:
 
     _agree(comm, prepare_dir)
     objective = _agree(comm, lambda: EnvObjective(cfg))
-    flag, ckpt_flag = _Flag(), _Flag(once=True)
-    previous = {sig: signal.signal(sig, flag.handler) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
-    previous[signal.SIGUSR2] = signal.signal(signal.SIGUSR2, ckpt_flag.handler)
-    try:
-        return _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, flag, ckpt_flag, args)
-    finally:
-        for sig, handler in previous.items():   # main() may be called in-process (tests, notebooks)
-            signal.signal(sig, handler)
+    return _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, signals.stop,
+                  signals.checkpoint, args)
 
 
 def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, flag, ckpt_flag, args) -> int:
     from .metrics import JsonlSink, ProgressLine
-    from .train import Trainer
+    from .train import SIGNALLED, Trainer
 
     sinks = [] if args.quiet else [ProgressLine(cfg.run)]
     jsonl = JsonlSink(run_dir / "progress.jsonl") if comm.rank == 0 else None
@@ -219,7 +251,7 @@ def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, res
         print(f"esmpi: done after {state.generation} generations, {state.timesteps_so_far} timesteps; "
               f"last eval {last.get('EvalEpRewMean', float('nan')):.2f}; best eval {trainer.best_eval:.2f}; "
               f"state in {run_dir / 'latest.h5'}", flush=True)
-    if trainer.stopped_by & 2:
+    if trainer.stopped_by == SIGNALLED:   # a signal, and the budget is not used up: come back later
         if comm.rank == 0:
             print(f"esmpi: stopped by a signal after a checkpoint (exit {EXIT_SIGNALLED}); continue with "
                   f"--resume {run_dir}", flush=True)

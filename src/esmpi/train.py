@@ -194,6 +194,9 @@ class Trainer:
             self.stopped_by = bits = bits & ~CHECKPOINT
         if every:
             self.check_replicas()
+        # no rank leaves before rank 0 has written the final checkpoint (a launcher may kill the job
+        # on the first rank's exit)
+        self.comm.barrier()
         return self.state
 
 
