@@ -1,21 +1,25 @@
 """Evaluate this rank's share of a block of antithetic pairs, and its evaluation episodes. No MPI.
 
 Rank conventions (static, world-size invariant results):
-- pair ``j`` of a block goes to rank ``j % size``;
-- evaluation episode ``e`` goes to rank ``size - 1 - (e % size)`` (the ranks with fewest pairs).
+- the 2N episodes of a block are numbered ``e = 2 j + sign`` (pair ``j``; sign 0: theta + sigma
+  eps_j, sign 1: theta - sigma eps_j) and episode ``e`` goes to rank ``e % size``. Dealing out
+  episodes rather than pairs halves the largest share's excess: with 5,000 pairs on 1,440 ranks a
+  rank does 6 or 7 episodes, not 6 or 8 (modelled efficiency 93% instead of 81%, docs/bench.md);
+- evaluation episode ``e`` goes to rank ``size - 1 - (e % size)`` (the ranks with fewest episodes).
 Each episode's seed depends only on (run seed, generation, block, pair, sign) or
 (run seed, generation, eval episode), never on the rank that runs it.
 
 The 'steal' schedule adds *extra* pairs: a rank that has finished its static share draws pair
 ``k`` of its own stream ``(run seed, EXTRA, generation, block, rank, k)`` until ``done()`` says
-every rank has finished; an episode in flight at that moment is abandoned. Extra pairs get
-global indices ``EXTRA_BASE + ((block * size + rank) << 24) + k``, after all static pairs.
+every rank has finished; a pair in flight at that moment is abandoned. Extra pairs get global
+indices ``EXTRA_BASE + ((block * size + rank) << 24) + k``, after all static pairs.
 
-Rows returned (float64, ready for ``allgather_rows``):
-- pair rows ``(k, PAIR_W)``: ``[global_pair, ret+, ret-, len+, len-, failed+, failed-, noise_offset]``
-- obs rows ``(m, 2 + 2*obs_dim)``: ``[global_pair, count, sum..., sumsq...]`` for pairs chosen to
-  record observation statistics (the + episode's sums, then the - episode's, added in that order)
-- eval rows ``(k, EVAL_W)``: ``[episode, ret, len, failed]``
+Rows returned (float64, ready for ``allgather_rows``), keyed by the global episode index
+``2 * global_pair + sign`` so that sorting restores pair order at any world size:
+- episode rows ``(k, EP_W)``: ``[episode, return, length, failed, noise_offset]``
+- obs rows ``(m, 2 + 2*obs_dim)``: ``[episode, count, sum..., sumsq...]`` for the episodes of pairs
+  chosen to record observation statistics (failed episodes give none)
+- eval rows ``(k, EVAL_W)``: ``[episode, return, length, failed]``
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ import numpy as np
 
 from . import seeding
 
-PAIR_W = 8
+EP_W = 5
 EVAL_W = 4
-EXTRA_BASE = 2**50   # float64-exact pair indices: extras sort after every static pair
+EXTRA_BASE = 2**50   # extras sort after every static pair; 2 * index stays float64-exact (< 2**53)
 MAX_FAILURE_LINES = 5  # per rank and generation; the count goes to the history
+STATIC_UNIT = "episode"  # what the static schedule deals out round-robin (read by the scale model)
 
 
 def obs_mask(run_seed: int, generation: int, block: int, n_pairs: int, fraction: float, obs_dim: int) -> np.ndarray:
@@ -40,7 +45,7 @@ def obs_mask(run_seed: int, generation: int, block: int, n_pairs: int, fraction:
 
 
 class BlockEvaluator:
-    """Holds the perturbation buffers (no per-pair allocation) and runs pairs and eval episodes."""
+    """Holds the perturbation buffers (no per-episode allocation) and runs episodes."""
 
     def __init__(self, objective, noise, run_seed: int, noise_stdev: float, rank: int, size: int,
                  use_action_noise: bool = False):
@@ -50,6 +55,7 @@ class BlockEvaluator:
         self.sigma = np.float32(noise_stdev)
         d = objective.num_params
         self._scaled = np.empty(d, np.float32)
+        self._scaled_offset = -1          # sigma * eps is reused when a pair's two episodes run here
         self._perturbed = np.empty(d, np.float32)
         self.failure_lines = 0
 
@@ -58,67 +64,65 @@ class BlockEvaluator:
             print(f"[rank {self.rank}] generation {generation}: {what} failed: {reason}", file=sys.stderr, flush=True)
         self.failure_lines += 1
 
-    def _pair(self, theta, offset: int, record: bool, cutoff: int, seed_addr: tuple, what: str, generation: int,
-              abandon=None):
-        """Both episodes of one pair: (row values after the index, obs row or None), or None if abandoned."""
-        d = theta.size
-        np.multiply(self.noise.get(offset, d), self.sigma, out=self._scaled)
-        vals = np.empty(PAIR_W - 1)
-        vals[6] = offset
-        s = ss = None
-        count = 0
-        for sign in (0, 1):  # 0: theta + sigma*eps, 1: theta - sigma*eps
-            if sign == 0:
-                np.add(theta, self._scaled, out=self._perturbed)
-            else:
-                np.subtract(theta, self._scaled, out=self._perturbed)
-            seed = seeding.episode_seed(self.run_seed, *seed_addr, sign)
-            an_rng = seeding.rng(self.run_seed, *seed_addr, sign) if self.use_action_noise else None
-            r = self.objective.episode(self._perturbed, seed, cutoff, record, an_rng, abandon)
-            if r is None:
-                return None
-            vals[sign], vals[2 + sign], vals[4 + sign] = r.ret, r.length, float(r.failed)
-            if r.failed:
-                self._log_failure(generation, f"{what} ({'+-'[sign]})", r.reason)
-            elif r.obs_count:
-                s = r.obs_sum.copy() if s is None else s + r.obs_sum
-                ss = r.obs_sumsq.copy() if ss is None else ss + r.obs_sumsq
-                count += r.obs_count
-        return vals, ((count, s, ss) if count else None)
+    def _episode(self, theta, offset: int, sign: int, record: bool, cutoff: int, seed_addr: tuple, what: str,
+                 generation: int, abandon=None):
+        """One episode of theta + sigma eps (sign 0) or theta - sigma eps (sign 1); None if abandoned."""
+        if offset != self._scaled_offset:
+            np.multiply(self.noise.get(offset, theta.size), self.sigma, out=self._scaled)
+            self._scaled_offset = offset
+        if sign == 0:
+            np.add(theta, self._scaled, out=self._perturbed)
+        else:
+            np.subtract(theta, self._scaled, out=self._perturbed)
+        seed = seeding.episode_seed(self.run_seed, *seed_addr, sign)
+        an_rng = seeding.rng(self.run_seed, *seed_addr, sign) if self.use_action_noise else None
+        r = self.objective.episode(self._perturbed, seed, cutoff, record, an_rng, abandon)
+        if r is not None and r.failed:
+            self._log_failure(generation, f"{what} ({'+-'[sign]})", r.reason)
+        return r
 
-    def _rows(self, results, obs_dim):
-        pair_rows = np.array([[gj, *vals] for gj, vals, _ in results]).reshape(len(results), PAIR_W)
-        obs = [np.concatenate([[gj, o[0]], o[1], o[2]]) for gj, _, o in results if o is not None]
-        return pair_rows, np.array(obs).reshape(len(obs), 2 + 2 * obs_dim)
+    @staticmethod
+    def _add(rows, obs, e, r, offset):
+        rows.append((e, r.ret, r.length, float(r.failed), offset))
+        if r.obs_count and not r.failed:
+            obs.append(np.concatenate([[e, r.obs_count], r.obs_sum, r.obs_sumsq]))
+
+    def _arrays(self, rows, obs):
+        w = 2 + 2 * self.objective.obs_dim
+        return np.array(rows, dtype=np.float64).reshape(len(rows), EP_W), np.array(obs).reshape(len(obs), w)
 
     def pairs(self, theta, generation: int, block: int, offsets: np.ndarray, mask: np.ndarray, cutoff: int):
-        """This rank's static share of the block: pairs j = rank, rank + size, ..."""
+        """This rank's static share of the block's 2N episodes: e = rank, rank + size, ..."""
         n_pairs = offsets.size
-        results = []
-        for j in range(self.rank, n_pairs, self.size):
+        rows, obs = [], []
+        for e in range(self.rank, 2 * n_pairs, self.size):
+            j, sign = divmod(e, 2)
             gj = block * n_pairs + j
-            vals, o = self._pair(theta, int(offsets[j]), bool(mask[j]), cutoff,
-                                 (seeding.EPISODE, generation, block, j), f"pair {gj}", generation)
-            results.append((gj, vals, o))
-        return self._rows(results, self.objective.obs_dim)
+            off = int(offsets[j])
+            r = self._episode(theta, off, sign, bool(mask[j]), cutoff, (seeding.EPISODE, generation, block, j),
+                              f"pair {gj}", generation)
+            self._add(rows, obs, 2 * gj + sign, r, off)
+        return self._arrays(rows, obs)
 
     def extra_pairs(self, theta, generation: int, block: int, cutoff: int, obs_fraction: float, done):
-        """'steal' schedule: extra pairs from this rank's own stream until ``done()``."""
+        """'steal' schedule: whole extra pairs from this rank's own stream until ``done()``."""
         d, obs_dim = theta.size, self.objective.obs_dim
-        results = []
+        rows, obs = [], []
         k = 0
         while not done():
             r = seeding.rng(self.run_seed, seeding.EXTRA, generation, block, self.rank, k)
-            offset = int(r.integers(0, self.noise.size - d + 1))
+            off = int(r.integers(0, self.noise.size - d + 1))
             record = obs_dim > 0 and obs_fraction > 0 and r.random() < obs_fraction
             gj = EXTRA_BASE + ((block * self.size + self.rank) << 24) + k
-            out = self._pair(theta, offset, record, cutoff, (seeding.EXTRA, generation, block, self.rank, k),
-                             f"extra pair {k}", generation, abandon=done)
-            if out is None:
+            addr = (seeding.EXTRA, generation, block, self.rank, k)
+            plus = self._episode(theta, off, 0, record, cutoff, addr, f"extra pair {k}", generation, done)
+            minus = plus and self._episode(theta, off, 1, record, cutoff, addr, f"extra pair {k}", generation, done)
+            if minus is None:      # abandoned: a pair counts only whole
                 break
-            results.append((gj, *out))
+            self._add(rows, obs, 2 * gj, plus, off)
+            self._add(rows, obs, 2 * gj + 1, minus, off)
             k += 1
-        return self._rows(results, obs_dim)
+        return self._arrays(rows, obs)
 
     def evals(self, theta, generation: int, n_eval: int, cutoff: int):
         mine = [e for e in range(n_eval) if self.size - 1 - (e % self.size) == self.rank]

@@ -2,7 +2,8 @@
 
 Per generation, on every rank:
     set the observation normaliser from the state  ->  for each block of pairs: evaluate my pairs
-    (and, in block 0, my evaluation episodes)  ->  allgather the scalar rows  ->  (more blocks while
+    (episode e = 2 * pair + sign on rank e % size; in block 0 also my evaluation episodes)  ->
+    allgather the scalar rows  ->  (more blocks while
     the generation has fewer than ``min_timesteps_per_generation`` steps)  ->  restore pair order
     ->  ``es.tell`` (identical update everywhere)  ->  metrics  ->  replica check every N
     generations  ->  collective stop/checkpoint decision (one integer OR-reduction).
@@ -21,7 +22,7 @@ import numpy as np
 
 from . import checkpoint, es, seeding
 from .errors import ConfigError, ReplicaMismatch
-from .evaluate import BlockEvaluator, obs_mask
+from .evaluate import EP_W, BlockEvaluator, obs_mask
 from .metrics import generation_metrics
 from .noise import NodeSplitSum, NoiseTable
 
@@ -106,7 +107,7 @@ class Trainer:
             t_comm += time.perf_counter() - tb
             pairs.append(P)
             obs.append(O)
-            steps += int(P[:, 3:5].sum())
+            steps += int(P[:, 2].sum())
             block += 1
             if steps >= escfg.min_timesteps_per_generation or block >= escfg.max_blocks_per_generation:
                 break
@@ -208,20 +209,22 @@ def _point_latest(link: Path, target: Path) -> None:
     tmp.replace(link)
 
 
-def _assemble(pairs, obs, evals, obs_dim) -> es.Batch:
-    """Concatenate the blocks and put every gathered row back in global pair order (static pairs
-    first, by block and index; then any 'steal' extras, by block, rank and k)."""
-    P = np.concatenate(pairs)
-    P = P[np.argsort(P[:, 0], kind="stable")]
+def _assemble(episodes, obs, evals, obs_dim) -> es.Batch:
+    """Concatenate the blocks and put every gathered row back in global episode order
+    (episode ``2 * pair + sign``; static pairs by block and index, then any 'steal' extras)."""
+    P = np.concatenate(episodes)
+    P = P[np.argsort(P[:, 0], kind="stable")].reshape(-1, 2, EP_W)
+    if not (np.all(P[:, 0, 0] % 2 == 0) and np.array_equal(P[:, 1, 0], P[:, 0, 0] + 1)):
+        raise RuntimeError("gathered episodes do not form complete pairs")   # a bug, never user input
     O = np.concatenate([o.reshape(-1, 2 + 2 * obs_dim) for o in obs])
     O = O[np.argsort(O[:, 0], kind="stable")]
     E = evals.reshape(-1, 4)
     E = E[np.argsort(E[:, 0], kind="stable")]
     return es.Batch(
-        offsets=P[:, 7].astype(np.int64),
-        returns=P[:, 1:3].copy(),
-        lengths=P[:, 3:5].astype(np.int64),
-        failed=P[:, 5:7] != 0,
+        offsets=P[:, 0, 4].astype(np.int64),
+        returns=P[:, :, 1].copy(),
+        lengths=P[:, :, 2].astype(np.int64),
+        failed=P[:, :, 3] != 0,
         obs_sum=O[:, 2 : 2 + obs_dim],
         obs_sumsq=O[:, 2 + obs_dim :],
         obs_count=O[:, 1],
