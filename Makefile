@@ -51,3 +51,18 @@ render-deps:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Benchmark (issue 5): bench/out/report.json + report.md; the full run also refreshes docs/bench.md.
+# Full: < 10 min on 2 cores. bench-ci: reduced sizes, ~1-2 min. See docs/bench.md.
+.PHONY: bench bench-ci
+bench: setup
+	timeout -k 10 900 $(PY) -m esmpi.bench --mpiexec $(MPIEXEC)
+
+bench-ci: setup
+	timeout -k 10 600 $(PY) -m esmpi.bench --quick --mpiexec $(MPIEXEC)
+
+# Paper reproduction (issue 6): tables + learning curves in docs/results.md / docs/results/*.png and one
+# history CSV per run in results/csv/, from the run directories in results/runs/ (see docs/results.md).
+.PHONY: results
+results: setup
+	$(PY) -m esmpi.paper results/runs -o docs/results.md --figures docs/results --csv results/csv
