@@ -40,7 +40,7 @@ def write(tmp_path, text, name="job.toml"):
     ("[es]\npairs_per_generation = 2.5\n", "key 'es.pairs_per_generation': Input should be a valid integer"),
     ("[policy]\naction_bins = 1\n", "action_bins must be 0 (continuous) or >= 2"),
     ("[es]\nshaping = \"ranks\"\n", "unknown shaping 'ranks'"),
-    ("[run]\ngenerations = 0\n", "no budget"),
+    ("[run]\ngenerations = 0\nmax_seconds = 0.0\n", "no budget"),
     ("[envv]\nid = \"Hopper-v5\"\n", "unknown key 'envv'; did you mean 'env'?"),
     ("[es\n", "not valid TOML"),
 ])

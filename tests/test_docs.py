@@ -19,5 +19,7 @@ def test_every_job_file_is_a_valid_config(job):
     load_config(job)
 
 
-def test_default_job_is_the_builtin_default_env():
-    assert load_config(ROOT / "jobs/default.toml").env.id == load_config(None).env.id == "HalfCheetah-v5"
+def test_running_without_arguments_is_the_default_job():
+    """`mpirun -n 8 python -m esmpi.run` with no arguments must train jobs/default.toml."""
+    assert load_config(None) == load_config(ROOT / "jobs/default.toml")
+    assert load_config(None).env.id == "HalfCheetah-v5"

@@ -27,11 +27,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+# The built-in defaults ARE the default job (jobs/default.toml; a test keeps them equal), so
+# `mpirun -n 8 python -m esmpi.run` with no arguments trains it.
 class RunConfig(_Section):
     seed: int = Field(0, ge=0, lt=2**63, description="Run seed: perturbation offsets, episode seeds, initial theta.")
-    generations: int = Field(100, ge=0, description="Stop after this many generations (0 = no limit; then set another budget).")
+    generations: int = Field(0, ge=0, description="Stop after this many generations (0 = no limit; then set another budget).")
     max_timesteps: int = Field(0, ge=0, description="Stop once TimestepsSoFar reaches this (0 = no limit).")
-    max_seconds: float = Field(0.0, ge=0, description="Stop at the first generation boundary after this wall time (0 = no limit). Agreed collectively.")
+    max_seconds: float = Field(600.0, ge=0, description="Stop at the first generation boundary after this wall time (0 = no limit). Agreed collectively.")
     auto_resume: bool = Field(False, description="With --out: if the run directory has checkpoints, resume from the newest (for requeued batch jobs).")
 
     @model_validator(mode="after")
@@ -76,16 +78,16 @@ class PolicyConfig(_Section):
 
 class ESConfig(_Section):
     noise_stdev: float = Field(0.02, gt=0, description="sigma: perturbation scale (reference: 0.02).")
-    pairs_per_generation: int = Field(64, ge=1, description="Antithetic pairs per block; each pair is 2 episodes.")
+    pairs_per_generation: int = Field(20, ge=1, description="Antithetic pairs per block; each pair is 2 episodes.")
     min_timesteps_per_generation: int = Field(0, ge=0, description="Evaluate further blocks of pairs until this many timesteps (reference: timesteps_per_batch).")
     max_blocks_per_generation: int = Field(100, ge=1, description="Safety cap on extra blocks when min_timesteps_per_generation is not met.")
     l2coeff: float = Field(0.005, ge=0, description="L2 coefficient added to the ascent direction (reference: 0.005).")
     shaping: str = Field("centered_ranks", description="Fitness shaping, from esmpi.shaping.SHAPINGS.")
-    obs_stat_fraction: float = Field(0.01, ge=0, le=1, description="Fraction of pairs whose observations feed the normaliser (reference calc_obstat_prob: 0.01). 0 disables normalisation.")
+    obs_stat_fraction: float = Field(0.1, ge=0, le=1, description="Fraction of pairs whose observations feed the normaliser (reference calc_obstat_prob: 0.01, with 10,000 episodes per generation). 0 disables normalisation.")
     obs_std_floor: float = Field(0.1, gt=0, description="Lower bound of the observation std (reference: sqrt(1e-2)).")
     obs_clip: float = Field(5.0, gt=0, description="Normalised observations are clipped to +-obs_clip.")
     action_noise_std: float = Field(0.0, ge=0, description="Gaussian noise added to training actions (never to evaluation).")
-    eval_episodes: int = Field(4, ge=0, description="Episodes of the unperturbed theta per generation.")
+    eval_episodes: int = Field(2, ge=0, description="Episodes of the unperturbed theta per generation.")
     schedule: Literal["static", "steal"] = Field("static", description="'static': pair j on rank j % size, bitwise identical at any world size. 'steal': ranks that finish early evaluate extra pairs until all are done (no idle ranks; results depend on timing and world size).")
     episode_cutoff: Literal["env", "adaptive"] = Field("env", description="'env': env time limit; 'adaptive': reference's adaptive limit.")
     cutoff_initial: int = Field(100, ge=1, description="adaptive: initial limit.")
