@@ -1,0 +1,104 @@
+"""Run the issue-6 reproduction runs (docs/results.md) from a queue, at most SLOTS training processes
+at a time, recording wall time and load average per run in results/logs/walltime.jsonl.
+
+    .venv/bin/python scripts/paper_queue.py QUEUE.jsonl --slots 2 --deadline 2026-11-22T02:45Z
+
+QUEUE.jsonl: one JSON object per line, read again before every launch (append to it while running):
+    {"name": "hopper-s0", "np": 1, "args": ["--config", "jobs/hopper.toml", "--set", "run.seed=0"]}
+    {"name": "hopper-s0", "np": 1, "resume": true, "args": ["--set", "run.max_timesteps=40000000"]}
+A name is run once (resume entries are keyed "name+resume#k"). At the deadline nothing more is
+launched and running ones get SIGTERM (they checkpoint and exit 75: continue with --resume).
+"""
+from __future__ import annotations
+
+import argparse, datetime as dt, json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = ROOT / ".venv/bin/python"
+MPIEXEC = ROOT / ".venv/bin/mpiexec"
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("queue")
+    ap.add_argument("--slots", type=int, default=2, help="cores to use (a run with np=2 takes 2)")
+    ap.add_argument("--deadline", required=True, help="UTC, e.g. 2026-11-22T02:45Z")
+    ap.add_argument("--runs", default="results/runs")
+    ap.add_argument("--log", default="results/logs/walltime.jsonl")
+    a = ap.parse_args()
+    deadline = dt.datetime.fromisoformat(a.deadline.replace("Z", "+00:00"))
+    runs, log = ROOT / a.runs, ROOT / a.log
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started: set[str] = set()
+    live: dict[str, dict] = {}
+    stop_file = ROOT / a.log.replace("walltime.jsonl", "STOP")
+    terminated = False
+    while True:
+        # reap
+        for key, r in list(live.items()):
+            rc = r["proc"].poll()
+            r["loads"].append(loadavg()[0])
+            if rc is not None:
+                end = time.time()
+                rec = {k: v for k, v in r.items() if k not in ("proc", "loads", "fh")}
+                rec.update(end_utc=now().isoformat(timespec="seconds"), wall_s=round(end - r["t0"], 1), rc=rc,
+                           loadavg_end=loadavg(), loadavg_mean_sampled=round(sum(r["loads"]) / len(r["loads"]), 2))
+                rec.pop("t0")
+                with open(log, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                r["fh"].close()
+                print(f"[queue] {key} rc={rc} wall={rec['wall_s']}s", flush=True)
+                del live[key]
+        past = now() >= deadline or stop_file.exists()
+        if past and not terminated:
+            for key, r in live.items():
+                print(f"[queue] deadline: SIGTERM {key}", flush=True)
+                os.killpg(r["proc"].pid, signal.SIGTERM)
+            terminated = True
+        if past and not live:
+            return 0
+        used = sum(r["np"] for r in live.values())
+        if not past:
+            entries = [json.loads(l) for l in open(a.queue) if l.strip() and not l.startswith("#")]
+            counts: dict[str, int] = {}
+            for e in entries:
+                key = e["name"]
+                if e.get("resume"):
+                    counts[key] = counts.get(key, 0) + 1
+                    key = f"{key}+resume#{counts[key]}"
+                if key in started:
+                    continue
+                # a resume waits for the run itself to finish
+                if e.get("resume") and any(k.split("+")[0] == e["name"] for k in live):
+                    continue
+                n = int(e.get("np", 1))
+                if used + n > a.slots:
+                    break  # keep queue order
+                out = runs / e["name"]
+                if e.get("resume"):
+                    cmd = ["--resume", str(out), *e.get("args", [])]
+                else:
+                    cmd = [*e["args"], "--out", str(out)]
+                cmd = [str(MPIEXEC), "-n", str(n), str(PY), "-m", "esmpi.run", "--quiet", *cmd]
+                fh = open(log.parent / f"{key.replace('+', '_').replace('#', '')}.log", "w")
+                proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+                started.add(key)
+                live[key] = dict(name=e["name"], key=key, np=n, cmd=" ".join(cmd[4:]),
+                                 start_utc=now().isoformat(timespec="seconds"), loadavg_start=loadavg(),
+                                 t0=time.time(), proc=proc, loads=[], fh=fh)
+                used += n
+                print(f"[queue] start {key} (np={n})", flush=True)
+        time.sleep(5)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
