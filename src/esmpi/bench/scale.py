@@ -130,9 +130,9 @@ def collectives_time(p: int, a: dict, net: dict) -> float:
     return t + allreduce_time(p, a, net)
 
 
-def update_time(p: int, a: dict, cal: dict, mode: str, kernel_speedup: float = 1.0) -> float:
+def update_time(p: int, a: dict, cal: dict, mode: str) -> float:
     nbytes = a["d"] * a["pairs"] * 4
-    bw_core = cal["update_gbps"] * 1e9 * kernel_speedup
+    bw_core = cal["update_gbps"] * 1e9
     bw_node = a["node_bw_GBps"] * 1e9
     c = min(p, a["cores_per_node"])
     if mode == "replicated" or c == 1:
@@ -212,7 +212,7 @@ def steal_makespan(p: int, task_cost: np.ndarray, eval_cost: np.ndarray, rng, dr
 
 
 def generation(p: int, scenario: str, unit: str, schedule: str, upd: str, net_name: str, a: dict, cal: dict,
-               kernel_speedup: float = 1.0, seed: int = 0) -> dict:
+               seed: int = 0) -> dict:
     net = a["nets"][net_name]
     rng = np.random.default_rng(seed)
     draw = length_sampler(scenario, a, cal)
@@ -239,10 +239,10 @@ def generation(p: int, scenario: str, unit: str, schedule: str, upd: str, net_na
         steps.append(L.sum() + extra_steps)
     roll = float(np.mean(mks))
     coll = collectives_time(p, a, net)
-    up = update_time(p, a, cal, upd, kernel_speedup)
+    up = update_time(p, a, cal, upd)
     fixed = cal["tell_fixed_s"]
     T = roll + coll + up + fixed
-    T1 = float(np.mean(tot)) + update_time(1, a, cal, "replicated", kernel_speedup) + fixed
+    T1 = float(np.mean(tot)) + update_time(1, a, cal, "replicated") + fixed
     return {"p": p, "T": T, "T1": T1, "E": T1 / (p * T), "rollout": roll, "coll": coll, "update": up, "fixed": fixed,
             "ideal_rollout": float(np.mean(tot)) / p, "steps": float(np.mean(steps)),
             "blocks_needed": math.ceil(a["min_timesteps"] / max(1.0, float(np.mean(steps))))}
