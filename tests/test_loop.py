@@ -160,3 +160,38 @@ def test_best_checkpoint_holds_the_theta_that_scored(tmp_path):
     if g > 1:
         before = checkpoint.load(tmp_path / "checkpoints" / f"gen_{g - 1:06d}.h5")["state"]
         assert state_digest(best) == state_digest(before)
+
+
+def test_target_return_stops_at_the_first_trailing_mean_crossing_even_across_a_resume():
+    from esmpi.metrics import smoothed_eval
+    target, window = -60.0, 3
+    kw = dict(es={"min_timesteps_per_generation": 0, "pairs_per_generation": 20, "eval_episodes": 6},
+              optimizer={"stepsize": 0.03})
+    full = train(tiny_config(run={"generations": 80, "target_return": target, "target_window": window}, **kw))
+    s = smoothed_eval(full.history, window)
+    hit = np.nonzero(s >= target)[0]
+    assert hit.size and full.state.generation == hit[0] + 1 < 80, (full.state.generation, s)
+    assert full.target_reached()
+    # the window spans a resume: stop one generation before the crossing, continue with the target set
+    g = full.state.generation
+    first = train(tiny_config(run={"generations": g - 1}, **kw))
+    cont = train(tiny_config(run={"generations": 80, "target_return": target, "target_window": window}, **kw),
+                 state=first.state, history=first.history)
+    assert cont.state.generation == g
+    assert state_digest(cont.state) == state_digest(full.state)
+
+
+def test_target_return_config_checks(tmp_path):
+    from esmpi.config import ConfigError, dump_config, load_config
+    with pytest.raises(ConfigError, match="target_return"):
+        tiny_config(run={"target_return": math.inf})
+    with pytest.raises(ConfigError, match="target_window"):
+        tiny_config(run={"target_return": 1.0, "target_window": 0})
+    # a target alone is a budget; an unset target is left out of the TOML dump and loads back unset
+    only_target = tiny_config(run={"generations": 0, "max_seconds": 0, "target_return": 3000})
+    assert only_target.run.target_return == 3000.0
+    unset = tiny_config()
+    p = tmp_path / "c.toml"
+    p.write_text(dump_config(unset))
+    assert "target_return" not in p.read_text()
+    assert load_config(p) == unset

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -35,12 +36,21 @@ class RunConfig(_Section):
     max_timesteps: int = Field(0, ge=0, description="Stop once TimestepsSoFar reaches this (0 = no limit).")
     max_seconds: float = Field(600.0, ge=0, description="Stop at the first generation boundary after this wall time (0 = no limit). Agreed collectively.")
     auto_resume: bool = Field(False, description="With --out: if the run directory has checkpoints, resume from the newest (for requeued batch jobs).")
+    target_return: float | None = Field(None, description="Stop once the mean EvalEpRewMean (unperturbed theta) over the last `run.target_window` generations is >= this; unset = no target. For 'timesteps to reach a score' experiments (docs/results.md).")
+    target_window: int = Field(5, ge=1, description="Generations in the trailing evaluation mean that `run.target_return` is compared with (1 = a single generation's evaluation).")
 
     @model_validator(mode="after")
     def _some_budget(self):
-        if self.generations == 0 and self.max_timesteps == 0 and self.max_seconds == 0:
-            raise ValueError("no budget: set run.generations, run.max_timesteps or run.max_seconds > 0")
+        if self.generations == 0 and self.max_timesteps == 0 and self.max_seconds == 0 and self.target_return is None:
+            raise ValueError("no budget: set run.generations, run.max_timesteps, run.max_seconds > 0 or run.target_return")
         return self
+
+    @field_validator("target_return")
+    @classmethod
+    def _finite_target(cls, v):
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number (leave run.target_return unset for no target)")
+        return v
 
 
 class EnvConfig(_Section):
@@ -246,8 +256,8 @@ def dump_config(cfg: Config) -> str:
 
 
 def _tomlable(x):
-    if isinstance(x, dict):
-        return {k: _tomlable(v) for k, v in x.items()}
+    if isinstance(x, dict):   # TOML has no null: an unset optional key is left out (and loads back as unset)
+        return {k: _tomlable(v) for k, v in x.items() if v is not None}
     if isinstance(x, tuple):
         return [_tomlable(v) for v in x]
     return x

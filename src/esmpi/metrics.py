@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from typing import Sequence
 
 import numpy as np
 
@@ -121,3 +122,21 @@ class JsonlSink:
 
     def close(self):
         self.f.close()
+
+
+def history_column(history: Sequence[dict], key: str) -> np.ndarray:
+    """One history column as float64; NaN where a generation lacks it (e.g. no evaluation)."""
+    return np.array([h.get(key, np.nan) if h.get(key) is not None else np.nan for h in history], np.float64)
+
+
+def smoothed_eval(history: Sequence[dict], window: int, key: str = "EvalEpRewMean") -> np.ndarray:
+    """Trailing mean of ``key`` over the last ``window`` generations, per generation; NaN where fewer
+    than ``window`` generations exist so far (or any of them lacks an evaluation)."""
+    if window < 1:
+        raise ValueError("window must be >= 1")
+    y = history_column(history, key)
+    out = np.full(y.shape, np.nan)
+    if y.size >= window:
+        # sum / window per window (NaN propagates: a window with a missing evaluation is NaN)
+        out[window - 1:] = np.lib.stride_tricks.sliding_window_view(y, window).mean(axis=1)
+    return out

@@ -47,6 +47,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import EsmpiError
+from .metrics import history_column as _col, smoothed_eval
 
 
 @dataclass(frozen=True)
@@ -80,23 +81,6 @@ BEGIN, END = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
 
 
 # ------------------------------------------------------------------------------------------ crossing
-def _col(history: Sequence[dict], key: str) -> np.ndarray:
-    return np.array([h.get(key, np.nan) if h.get(key) is not None else np.nan for h in history], np.float64)
-
-
-def smoothed_eval(history: Sequence[dict], window: int = DEFAULT_WINDOW, key: str = "EvalEpRewMean") -> np.ndarray:
-    """Trailing mean of ``key`` over the last ``window`` generations, per generation; NaN where fewer
-    than ``window`` generations exist so far (or any of them lacks an evaluation)."""
-    if window < 1:
-        raise ValueError("window must be >= 1")
-    y = _col(history, key)
-    out = np.full(y.shape, np.nan)
-    if y.size >= window:
-        # sum / window per window (NaN propagates: a window with a missing evaluation is NaN)
-        out[window - 1:] = np.lib.stride_tricks.sliding_window_view(y, window).mean(axis=1)
-    return out
-
-
 def first_crossing(history: Sequence[dict], threshold: float, window: int = DEFAULT_WINDOW,
                    key: str = "EvalEpRewMean", x: str = "TimestepsSoFar") -> float | None:
     """First ``x`` (default TimestepsSoFar) at which the trailing ``window``-generation mean of

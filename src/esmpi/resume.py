@@ -18,7 +18,8 @@ from .config import flatten
 from .errors import CheckpointError, ConfigError, RunDirError
 
 ALLOWED_CHANGES = {
-    "run.generations", "run.max_timesteps", "run.max_seconds", "run.auto_resume",
+    "run.generations", "run.max_timesteps", "run.max_seconds", "run.auto_resume", "run.target_return",
+    "run.target_window",
     "checkpoint.every", "checkpoint.keep_last", "checks.replica_check_every", "es.eval_episodes",
 }
 

@@ -234,7 +234,8 @@ def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, res
     if mode == "resume":
         trainer.check_replicas()
     if comm.rank == 0:
-        budget = ", ".join(f"{k}={v}" for k, v in cfg.run.model_dump().items() if k not in ("seed", "auto_resume") and v)
+        skip = {"seed", "auto_resume"} | ({"target_window"} if cfg.run.target_return is None else set())
+        budget = ", ".join(f"{k}={v}" for k, v in cfg.run.model_dump().items() if k not in skip and v)
         what = {"fresh": "run directory", "restart": "restarting (no checkpoint yet) in",
                 "resume": f"resuming generation {trainer.state.generation} of"}[mode]
         print(f"esmpi: {cfg.env.id}, {objective.num_params} parameters, {comm.size} rank(s) "
@@ -251,6 +252,9 @@ def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, res
         print(f"esmpi: done after {state.generation} generations, {state.timesteps_so_far} timesteps; "
               f"last eval {last.get('EvalEpRewMean', float('nan')):.2f}; best eval {trainer.best_eval:.2f}; "
               f"state in {run_dir / 'latest.h5'}", flush=True)
+        if cfg.run.target_return is not None and trainer.target_reached():
+            print(f"esmpi: target reached: mean eval over the last {cfg.run.target_window} generations "
+                  f">= run.target_return = {cfg.run.target_return:g}", flush=True)
     if trainer.stopped_by == SIGNALLED:   # a signal, and the budget is not used up: come back later
         if comm.rank == 0:
             print(f"esmpi: stopped by a signal after a checkpoint (exit {EXIT_SIGNALLED}); continue with "

@@ -23,10 +23,10 @@ import numpy as np
 from . import checkpoint, es, seeding
 from .errors import ConfigError, ReplicaMismatch
 from .evaluate import EP_W, BlockEvaluator, obs_mask
-from .metrics import generation_metrics
+from .metrics import generation_metrics, smoothed_eval
 from .noise import NodeSplitSum, NoiseTable
 
-STOP = 1          # budget reached (generations, timesteps or wall time)
+STOP = 1          # budget reached (generations, timesteps, wall time or run.target_return)
 SIGNALLED = 2     # a rank received SIGTERM/SIGINT/SIGUSR1: checkpoint and stop
 CHECKPOINT = 4    # a rank received SIGUSR2: checkpoint now and go on
 
@@ -146,7 +146,17 @@ class Trainer:
             return True
         if rc.max_timesteps and st.timesteps_so_far >= rc.max_timesteps:
             return True
+        if rc.target_return is not None and self.target_reached():
+            return True
         return bool(rc.max_seconds and self.time_offset + time.perf_counter() - self._t_start >= rc.max_seconds)
+
+    def target_reached(self) -> bool:
+        """The trailing ``run.target_window``-generation mean of EvalEpRewMean is >= ``run.target_return``
+        (the same rule as ``esmpi.paper.first_crossing``; the history spans resumes)."""
+        rc = self.cfg.run
+        tail = self.history[-rc.target_window:]
+        s = smoothed_eval(tail, rc.target_window)
+        return bool(s.size and np.isfinite(s[-1]) and s[-1] >= rc.target_return)
 
     def decide(self) -> int:
         """One integer OR over ranks: every rank leaves the loop (or checkpoints) at the same generation."""
