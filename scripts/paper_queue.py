@@ -89,7 +89,7 @@ def main() -> int:
                 else:
                     cmd = [*e["args"], "--out", str(out)]
                 cmd = [str(MPIEXEC), "-n", str(n), str(PY), "-m", "esmpi.run", "--quiet", *cmd]
-                fh = open(log.parent / f"{key.replace('+', '_').replace('#', '')}.log", "w")
+                fh = open(log.parent / f"{key.replace('+', '_').replace('#', '')}.log", "a")   # a later queue may resume it again
                 proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
                 started.add(key)
                 live[key] = dict(name=e["name"], key=key, np=n, cmd=" ".join(cmd[4:]),

@@ -147,6 +147,10 @@ def test_checkpoint_round_trip_every_field(tmp_path):
         assert (a == b) or (math.isnan(a) and math.isnan(b)), k
     assert ck["attrs"]["world_size"] == 1 and ck["attrs"]["layout_version"] == 1
     assert '"noise_stdev": 0.05' in ck["config_json"]
+    import h5py   # the big arrays are compressed with filters every HDF5 build has (docs/checkpoint.md)
+    with h5py.File(p, "r") as f:
+        for name in ("state/theta", "state/optimizer/m", "state/optimizer/v", "history"):
+            assert (f[name].compression, f[name].shuffle) == ("gzip", True), name
 
 
 def test_best_checkpoint_holds_the_theta_that_scored(tmp_path):

@@ -80,6 +80,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# The big arrays are stored with HDF5's built-in shuffle + gzip filters: lossless, read by h5py (and
+# any HDF5 library) with no plugin, and ~20% smaller for float32 parameters and Adam moments.
+_PACKED = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+
 def save(path: str | Path, state: ESState, history: list[dict], config_json: str, *, world_size: int,
          policy_json: str = "{}", history_keys: list[str] | None = None, mpi_library: str = "",
          extra_attrs: dict | None = None) -> Path:
@@ -104,11 +109,11 @@ def save(path: str | Path, state: ESState, history: list[dict], config_json: str
             s = f.create_group("state")
             s.attrs.update({"generation": state.generation, "episodes_so_far": state.episodes_so_far,
                             "timesteps_so_far": state.timesteps_so_far, "cutoff": state.cutoff})
-            s.create_dataset("theta", data=state.theta)
+            s.create_dataset("theta", data=state.theta, **_PACKED)
             o = s.create_group("optimizer")
             o.attrs["t"] = state.opt.t
-            o.create_dataset("m", data=state.opt.m)
-            o.create_dataset("v", data=state.opt.v)
+            o.create_dataset("m", data=state.opt.m, **_PACKED)
+            o.create_dataset("v", data=state.opt.v, **_PACKED)
             ob = s.create_group("obs_stats")
             ob.attrs["count"] = float(state.obs.count)
             ob.create_dataset("sum", data=state.obs.sum)
@@ -117,7 +122,7 @@ def save(path: str | Path, state: ESState, history: list[dict], config_json: str
             for i, row in enumerate(history):
                 for k in keys:
                     table[k][i] = row.get(k, np.nan)
-            f.create_dataset("history", data=table, maxshape=(None,), chunks=True)
+            f.create_dataset("history", data=table, maxshape=(None,), chunks=True, **_PACKED)
             f.flush()
             os.fsync(f.id.get_vfd_handle())
         os.replace(tmp, path)
