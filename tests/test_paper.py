@@ -131,3 +131,28 @@ def test_table_generator_on_a_tiny_run_directory(tmp_path):
 
 def test_table_generator_refuses_a_missing_directory(tmp_path):
     assert paper.main([str(tmp_path / "nope"), "-o", str(tmp_path / "r.md")]) == 2
+
+
+def test_humanoid_section_reads_thresholds_per_1000_and_the_scale_prediction(tmp_path):
+    _fake_run(tmp_path, "humanoid-local-s0", "Humanoid-v5", [100, 600, 1100, 1100, 1100, 1100, 1100, 1400],
+              "[es]\npairs_per_generation = 40\n")
+    _fake_run(tmp_path, "hopper-s0", "Hopper-v5", [900, 3500, 3500, 3500, 3500, 3500],
+              "target_return = 3403.46\n")
+    runs = paper.load_runs(tmp_path)
+    row = lambda scen, T, steps: {"net": "cloud", "p": 1440, "variant": "as is", "scenario": scen, "T": T,
+                                  "steps": steps, "E": 0.9}
+    scale = {"as_is": "as is", "assumed": {"mid_mean_length": 300, "pairs": 5000},
+             "calibration": {"humanoid_random_init_episode_lengths": {"mean": 26.2}},
+             "rows": [row("random_init", 0.5, 250), row("mid", 1.0, 1000), row("trained", 2.0, 4000),
+                      {**row("mid", 9.0, 1), "p": 18}]}
+    text = paper.humanoid_section(runs, scale)
+    # 5-generation mean first >= 1,000 at generation 6 (6,000 timesteps, 6 s); 2,000 never
+    assert "| 1,000 | 6k | 6 | 0m06s | 6k, 0m06s | 6.0-12.0 s | 3-6 s |" in text, text
+    assert "| 2,000 |" not in text
+    assert "300-step / 26-step" in text and "10,000 episodes" in text and "80 episodes" in text
+    assert "parallel efficiency 90%" in text
+    assert paper.humanoid_section([r for r in runs if r.name.startswith("hopper")], scale) == "(no Humanoid run)"
+    # a run that stopped at its run.target_return is done, not resumable
+    hopper = next(r for r in runs if r.name == "hopper-s0")
+    assert paper._status(hopper).startswith("done")
+    assert "hopper-s0" not in paper.resume_commands(runs)

@@ -213,6 +213,11 @@ def _best_smoothed(run: Run, window: int = DEFAULT_WINDOW) -> float:
 
 
 def _status(run: Run) -> str:
+    target = _cfg(run, "run.target_return")
+    if target is not None:
+        s = smoothed_eval(run.history, int(_cfg(run, "run.target_window", DEFAULT_WINDOW)))
+        if s.size and np.isfinite(s[-1]) and s[-1] >= target:
+            return "done (run.target_return reached)"
     budget = _cfg(run, "run.max_timesteps", 0) or 0
     if budget and run.timesteps >= budget:
         return "done"
@@ -316,11 +321,74 @@ def extra_table(runs: list[Run], window: int = DEFAULT_WINDOW) -> str:
     return "\n".join(lines)
 
 
+def _scale_rows(scale: dict, net: str = "cloud", p: int = 1440) -> dict[str, dict]:
+    """{scenario: row} of the scale model's prediction for esmpi as installed ('as_is'), at p cores."""
+    return {r["scenario"]: r for r in scale.get("rows", [])
+            if r["net"] == net and r["p"] == p and r["variant"] == scale.get("as_is")}
+
+
+def humanoid_section(runs: list[Run], scale: dict | None, window: int = DEFAULT_WINDOW) -> str:
+    """Local Humanoid runs: timesteps, generations and wall time to each multiple of 1,000 of
+    return (trailing-mean rule), and what the scale model (``python -m esmpi.bench.scale --json``,
+    committed as results/scale.json) predicts for the same progress on 1,440 cores."""
+    hs = [r for r in runs if str(_cfg(r, "env.id", "")).startswith("Humanoid")]
+    if not hs:
+        return "(no Humanoid run)"
+    rows = _scale_rows(scale or {})
+    out = []
+    for r in hs:
+        top = _best_smoothed(r, window)
+        lines = [f"**{r.name}**: {fmt_steps(r.timesteps)} timesteps, {len(r.history)} generations of "
+                 f"{2 * int(_cfg(r, 'es.pairs_per_generation', 0))} episodes, {_fmt_dur(r.wall)} wall time "
+                 f"(TimeElapsed over all sessions; last session on {r.world_size or '?'} rank(s)), "
+                 f"{r.timesteps / max(r.wall, 1e-9):,.0f} timesteps/s overall; best {window}-generation eval mean "
+                 f"{_fmt_ret(top)}.", ""]
+        levels = [1000.0 * k for k in range(1, int(top // 1000) + 1)] if math.isfinite(top) else []
+        if not levels:
+            lines.append(f"It has not reached a {window}-generation eval mean of 1,000 yet.")
+            out.append("\n".join(lines))
+            continue
+        hdr = "| return | timesteps | generations | wall time | this 1,000: timesteps, wall time |"
+        if rows:
+            short = (scale or {}).get("calibration", {}).get("humanoid_random_init_episode_lengths", {}).get("mean", math.nan)
+            mid_len = (scale or {}).get("assumed", {}).get("mid_mean_length", math.nan)
+            hdr += (f" 1,440 cores, same timesteps (at {mid_len:.0f}-step / {short:.0f}-step episode throughput) |"
+                    f" 1,440 cores, same generations of {2 * (scale or {}).get('assumed', {}).get('pairs', 0):,} episodes |")
+        lines += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
+        prev_x = prev_w = 0.0
+        for L in levels:
+            x = first_crossing(r.history, L, window)
+            g = first_crossing(r.history, L, window, x="Generation")
+            w = first_crossing(r.history, L, window, x="TimeElapsed")
+            cell = (f"| {L:,.0f} | {fmt_steps(x)} | {g:.0f} | {_fmt_dur(w)} | "
+                    f"{fmt_steps(x - prev_x)}, {_fmt_dur(w - prev_w)} |")
+            if rows:
+                thr = {k: v["steps"] / v["T"] for k, v in rows.items()}
+                cell += (f" {x / thr['mid']:.1f}-{x / thr['random_init']:.1f} s |"
+                         f" {g * rows['random_init']['T']:.0f}-{g * rows['mid']['T']:.0f} s |")
+            lines.append(cell)
+            prev_x, prev_w = x, w
+        out.append("\n".join(lines))
+    if rows:
+        mid, rnd, trn = rows["mid"], rows["random_init"], rows["trained"]
+        out.append(
+            "Scale model (`results/scale.json`: `python -m esmpi.bench.scale --json`, calibrated by `make bench`; "
+            "10 GbE; the reference's 10,000-episode generations): at 1,440 cores a generation takes "
+            f"{rnd['T']:.2f} s with random-init episodes ({rnd['steps'] / rnd['T'] / 1e6:.1f}M timesteps/s), "
+            f"{mid['T']:.2f} s with the mid-training episode lengths ({mid['steps'] / mid['T'] / 1e6:.1f}M timesteps/s) and "
+            f"{trn['T']:.2f} s with trained, mostly 1,000-step episodes ({trn['steps'] / trn['T'] / 1e6:.1f}M timesteps/s; "
+            f"parallel efficiency {trn['E']:.0%}). 'Same timesteps' assumes the local run's timesteps-to-return carry over "
+            "to the paper's population (they do not: a 10,000-episode generation spends 125x the timesteps of ours "
+            "per update), so it is a lower bound on wall time; 'same generations' assumes a 10,000-episode "
+            "generation is worth no more than our 80-episode one, an upper bound in generations.")
+    return "\n\n".join(out)
+
+
 def resume_commands(runs: list[Run], runs_dir: str = "results/runs") -> str:
     """The exact command that continues each unfinished run (bitwise, at any number of ranks)."""
     lines = []
     for r in runs:
-        if _status(r) == "done":
+        if _status(r).startswith("done"):
             continue
         sets = []
         secs = _cfg(r, "run.max_seconds", 0) or 0
@@ -396,7 +464,7 @@ def export_csvs(runs: list[Run], outdir: Path) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------ report
 def report(runs: list[Run], walllog: dict[str, list[dict]], figs: list[Path], md_dir: Path,
-           window: int = DEFAULT_WINDOW) -> str:
+           window: int = DEFAULT_WINDOW, scale: dict | None = None) -> str:
     def rel(p: Path) -> str:
         try:
             return str(p.resolve().relative_to(md_dir.resolve()))
@@ -426,6 +494,10 @@ def report(runs: list[Run], walllog: dict[str, list[dict]], figs: list[Path], md
         "### Other runs (sensitivity, Humanoid)",
         "",
         extra_table(runs, window),
+        "",
+        "### Humanoid-v5 on this machine, and the 1,440-core prediction",
+        "",
+        humanoid_section(runs, scale, window),
         "",
         "### Unfinished runs: the exact commands that continue them",
         "",
@@ -467,6 +539,8 @@ def main(argv=None) -> int:
     ap.add_argument("--walltime-log", default=None,
                     help="JSON lines of per-session wall time and load (default: RUNS/../logs/walltime.jsonl)")
     ap.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="generations in the trailing eval mean (1 = raw)")
+    ap.add_argument("--scale", default=None,
+                    help="scale-model prediction JSON (`python -m esmpi.bench.scale --json`; default: RUNS/../scale.json)")
     a = ap.parse_args(argv)
     root = Path(a.runs)
     if not root.is_dir():
@@ -479,7 +553,9 @@ def main(argv=None) -> int:
     figs = figures(runs, figdir)
     if a.csv:
         export_csvs(runs, Path(a.csv))
-    write_report(out, report(runs, walllog, figs, out.parent, a.window))
+    scale_path = Path(a.scale) if a.scale else root.parent / "scale.json"
+    scale = json.loads(scale_path.read_text()) if scale_path.is_file() else None
+    write_report(out, report(runs, walllog, figs, out.parent, a.window, scale))
     print(f"{out}: {len(runs)} run(s), {len(figs)} figure(s) in {figdir}")
     return 0
 
