@@ -133,12 +133,21 @@ class MPIComm:
         dtype = np.dtype(dtype)
         nbytes = n * dtype.itemsize if self.node_rank == 0 else 0
         win = self.MPI.Win.Allocate_shared(nbytes, dtype.itemsize, comm=self.node)
+        # one passive-target epoch for the window's life, so node_barrier can Win_sync it (the MPI-3
+        # shared-memory pattern: Win_sync, Barrier, Win_sync makes other ranks' stores visible)
+        win.Lock_all(self.MPI.MODE_NOCHECK)
         self._windows.append(win)
         buf, _ = win.Shared_query(0)
         return np.ndarray(buffer=buf, dtype=dtype, shape=(n,)), self.node_rank == 0
 
     def node_barrier(self):
+        """Barrier of the node's ranks that also orders memory: every store a node rank made to a
+        shared array before the barrier is visible to every node rank after it."""
+        for w in self._windows:
+            w.Sync()
         self.node.Barrier()
+        for w in self._windows:
+            w.Sync()
 
     def barrier(self):
         self.comm.Barrier()
@@ -148,6 +157,7 @@ class MPIComm:
 
     def free(self):
         for w in self._windows:
+            w.Unlock_all()
             w.Free()
         self._windows.clear()
 
