@@ -199,3 +199,14 @@ def test_target_return_config_checks(tmp_path):
     p.write_text(dump_config(unset))
     assert "target_return" not in p.read_text()
     assert load_config(p) == unset
+
+
+def test_a_checkpoint_request_during_start_up_is_served_at_the_first_boundary(tmp_path):
+    # SIGUSR2 before the first generation: the loop's opening decision sees it; it must not drop it
+    calls = iter([True])
+    t = Trainer(tiny_config(run={"generations": 3}, checkpoint={"every": 0, "keep_last": 10}),
+                EnvObjective(tiny_config()), SerialComm(), run_dir=tmp_path,
+                checkpoint_requested=lambda: next(calls, False))
+    t.run()
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("gen_*.h5"))
+    assert names == ["gen_000001.h5", "gen_000003.h5"], names

@@ -195,12 +195,17 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def run(self) -> es.ESState:
         every = self.cfg.checks.replica_check_every
-        self.stopped_by = bits = self.decide() & ~CHECKPOINT
+        bits = self.decide()
+        # a checkpoint request (SIGUSR2) that arrived during start-up is served at the first
+        # generation boundary, not dropped
+        pending = bits & CHECKPOINT
+        self.stopped_by = bits = bits & ~CHECKPOINT
         while not bits:
             m = self.generation()
             if every and self.state.generation % every == 0:
                 self.check_replicas()
-            bits = self.decide()
+            bits = self.decide() | pending
+            pending = 0
             self._checkpoint_files(m, final=bool(bits & ~CHECKPOINT), now=bool(bits & CHECKPOINT))
             self.stopped_by = bits = bits & ~CHECKPOINT
         if every:
