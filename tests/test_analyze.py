@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esmpi import analyze, checkpoint, cli, seeding
+from esmpi import analyze, checkpoint, cli, replay, seeding
 from esmpi.config import config_from_dict
 from esmpi.errors import CheckpointError
 from esmpi.metrics import HISTORY_KEYS
@@ -225,9 +225,9 @@ def test_checkpoint_policy_replays_the_next_generations_evaluation(runs):
 # ---------------------------------------------------------------------------------------------- eval
 def test_eval_uses_saved_policy_and_per_episode_seeds(runs, capsys):
     rd = analyze.load_run(runs["pm_s1"])
-    res = analyze.evaluate(rd, episodes=5, seed=7)
+    res = replay.evaluate(rd, episodes=5, seed=7)
     ck, obj = _objective_for(rd.checkpoint)
-    want = [obj.episode(ck["state"].theta, analyze.episode_seed(7, e), obj.max_episode_steps).ret for e in range(5)]
+    want = [obj.episode(ck["state"].theta, replay.episode_seed(7, e), obj.max_episode_steps).ret for e in range(5)]
     assert res["returns"] == want
     assert res["return_mean"] == float(np.mean(want)) and res["return_min"] == min(want)
     assert cli.main(["eval", str(runs["pm_s1"]), "--episodes", "5", "--seed", "7"]) == 0
@@ -238,7 +238,7 @@ def test_eval_uses_saved_policy_and_per_episode_seeds(runs, capsys):
 def test_eval_under_mpi_does_not_depend_on_the_number_of_ranks(runs):
     if not (Path(sys.executable).parent / "mpiexec").exists():
         pytest.skip("no mpiexec next to the interpreter")
-    serial = analyze.evaluate(analyze.load_run(runs["pm_s1"]), episodes=5, seed=3)
+    serial = replay.evaluate(analyze.load_run(runs["pm_s1"]), episodes=5, seed=3)
     r = _cli("eval", runs["pm_s1"], "--episodes", 5, "--seed", 3, "--json", mpi=2)
     assert r.returncode == 0, r.stderr
     par = json.loads(r.stdout)  # one JSON document: only rank 0 printed
@@ -287,8 +287,8 @@ def test_video_mp4_needs_imageio_ffmpeg(runs, tmp_path, monkeypatch):
     except ImportError:
         monkeypatch.setenv("MUJOCO_GL", "egl")  # restored afterwards; the check comes before any rendering
         monkeypatch.setenv("PYOPENGL_PLATFORM", "egl")
-        with pytest.raises(analyze.RenderError, match=r"\.gif instead, or run: pip install imageio-ffmpeg"):
-            analyze.render_video(analyze.load_run(runs["pend"]), out, frames=3)
+        with pytest.raises(replay.RenderError, match=r"\.gif instead, or run: pip install imageio-ffmpeg"):
+            replay.render_video(analyze.load_run(runs["pend"]), out, frames=3)
         return
     r = _cli("video", runs["pend"], "-o", out, "--frames", 6, "--width", 64, "--height", 48)
     if r.returncode == 2 and "cannot render headless" in r.stderr:
@@ -301,11 +301,11 @@ def test_video_mp4_needs_imageio_ffmpeg(runs, tmp_path, monkeypatch):
 
 
 def test_video_refuses_envs_without_frames_and_unknown_formats(runs, tmp_path, monkeypatch):
-    with pytest.raises(analyze.RenderError, match="use .gif or .mp4"):
-        analyze.render_video(analyze.load_run(runs["pend"]), tmp_path / "x.avi")
-    monkeypatch.setattr(analyze, "probe_render_backend", lambda backend=None: None)  # keep OpenGL out of pytest
-    with pytest.raises(analyze.RenderError, match="'esmpi/PointMass-v0' cannot render frames"):
-        analyze.render_video(analyze.load_run(runs["pm_s1"]), tmp_path / "x.gif", frames=2)
+    with pytest.raises(replay.RenderError, match="use .gif or .mp4"):
+        replay.render_video(analyze.load_run(runs["pend"]), tmp_path / "x.avi")
+    monkeypatch.setattr(replay, "probe_render_backend", lambda backend=None: None)  # keep OpenGL out of pytest
+    with pytest.raises(replay.RenderError, match="'esmpi/PointMass-v0' cannot render frames"):
+        replay.render_video(analyze.load_run(runs["pm_s1"]), tmp_path / "x.gif", frames=2)
     assert not (tmp_path / "x.gif").exists()
 
 

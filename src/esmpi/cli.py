@@ -110,16 +110,16 @@ def _eval(args) -> int:
 
     comm = make_comm()
     try:
-        from . import analyze
+        from . import analyze, replay
 
         try:
-            res = analyze.evaluate(analyze.load_run(args.run, args.checkpoint), args.episodes, args.seed, comm)
+            res = replay.evaluate(analyze.load_run(args.run, args.checkpoint), args.episodes, args.seed, comm)
         except EsmpiError as e:
             if comm.rank == 0:
                 print(f"esmpi eval: error: {e}", file=sys.stderr, flush=True)
             return e.exit_code
         if comm.rank == 0:
-            print(json.dumps(res, indent=2) if args.json else analyze.format_eval(res), flush=True)
+            print(json.dumps(res, indent=2) if args.json else replay.format_eval(res), flush=True)
         return 0
     except BaseException:
         sys.stderr.write(f"[rank {comm.rank}] esmpi eval crashed:\n{traceback.format_exc()}")
@@ -132,11 +132,11 @@ def _eval(args) -> int:
 
 
 def _video(args) -> int:
-    from . import analyze
+    from . import analyze, replay
 
-    analyze.prepare_render_backend()  # before anything imports mujoco / PyOpenGL
+    replay.prepare_render_backend()  # before anything imports mujoco / PyOpenGL
     rd = analyze.load_run(args.run, args.checkpoint)
-    r = analyze.render_video(rd, args.out, frames=args.frames, width=args.width, height=args.height,
+    r = replay.render_video(rd, args.out, frames=args.frames, width=args.width, height=args.height,
                              fps=args.fps, seed=args.seed)
     done = f"; returns of completed episodes: {', '.join(f'{x:.1f}' for x in r['completed_returns'])}" \
         if r["completed_returns"] else ""

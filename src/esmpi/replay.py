@@ -1,0 +1,251 @@
+"""Replaying a saved policy: evaluation episodes (the ``eval`` command) and video (``video``).
+
+Both take a ``RunData`` from ``esmpi.analyze.load_run`` and rebuild the run's env and policy from the
+checkpoint's config with its saved observation normalisation.
+
+- ``evaluate``: episodes spread over MPI ranks (episode ``e`` on rank ``e % size``), rank-count invariant
+- ``prepare_render_backend`` / ``render_video``: headless MuJoCo rendering via EGL (docs/analysis.md)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .analyze import RunData
+from .errors import EsmpiError
+
+# seeding purpose tag for `eval`/`video` episodes: outside the trainer's tags (esmpi.seeding), so
+# analysis episodes never replay training or in-training evaluation episodes.
+ANALYSIS_EVAL = 1000
+
+
+class RenderError(EsmpiError):
+    """Rendering is impossible here (no headless OpenGL backend, no MP4 writer, env cannot render)."""
+
+
+# ---------------------------------------------------------------------------------------------- eval
+def episode_seed(seed: int, episode: int) -> int:
+    """Reset seed of analysis episode ``episode``: a function of (seed, episode) only."""
+    from . import seeding
+
+    return seeding.episode_seed(seed, ANALYSIS_EVAL, episode)
+
+
+def _objective(rd: RunData):
+    """An ``EnvObjective`` for the run's env and policy, with the checkpoint's normalisation set."""
+    from .config import config_from_dict
+    from .rollout import EnvObjective
+
+    cfg = config_from_dict(rd.config, f"{rd.checkpoint} (config_json)")
+    obj = EnvObjective(cfg)
+    if obj.num_params != rd.state.theta.size:
+        raise EsmpiError(f"{rd.checkpoint}: the config's policy has {obj.num_params} parameters, theta has "
+                         f"{rd.state.theta.size}: the env or policy code changed since this checkpoint was written")
+    if obj.obs_dim:
+        obj.set_obs_norm(*rd.state.obs.mean_std(cfg.es.obs_std_floor))
+    return obj
+
+
+def evaluate(rd: RunData, episodes: int, seed: int = 0, comm=None) -> dict:
+    """Run ``episodes`` deterministic episodes (no action noise, env time limit) of the saved theta
+    with the saved observation normalisation. Episode ``e`` resets with ``episode_seed(seed, e)``
+    and runs on rank ``e % size``; rows are allgathered, so every rank returns the same result,
+    independent of the number of ranks."""
+    from .comm import SerialComm
+
+    comm = comm or SerialComm()
+    if episodes < 1:
+        raise EsmpiError(f"--episodes {episodes}: need at least 1")
+    obj = _objective(rd)
+    try:
+        mine = range(comm.rank, episodes, comm.size)
+        rows = np.empty((len(mine), 4))
+        for i, e in enumerate(mine):
+            r = obj.episode(rd.state.theta, episode_seed(seed, e), obj.max_episode_steps, False, None)
+            rows[i] = (e, np.nan if r.failed else r.ret, r.length, float(r.failed))
+            if r.failed:
+                print(f"[rank {comm.rank}] evaluation episode {e} failed: {r.reason}", file=sys.stderr, flush=True)
+    finally:
+        obj.close()
+    allrows = comm.allgather_rows(rows).reshape(-1, 4)
+    allrows = allrows[np.argsort(allrows[:, 0], kind="stable")]
+    failed = allrows[:, 3] != 0
+    rets, lens = allrows[:, 1], allrows[:, 2]
+    ok = rets[~failed]
+
+    def stat(a, fn):
+        return float(fn(a)) if a.size else math.nan
+
+    return {
+        "checkpoint": str(rd.checkpoint), "env_id": rd.config.get("env", {}).get("id"), "generation": rd.state.generation,
+        "episodes": int(episodes), "seed": int(seed), "ranks": int(comm.size), "failed": int(failed.sum()),
+        "return_mean": stat(ok, np.mean), "return_std": stat(ok, np.std), "return_min": stat(ok, np.min),
+        "return_max": stat(ok, np.max), "length_mean": float(lens.mean()), "length_std": float(lens.std()),
+        "length_min": int(lens.min()), "length_max": int(lens.max()),
+        "returns": [None if f else float(r) for r, f in zip(rets, failed)], "lengths": [int(n) for n in lens],
+    }
+
+
+def format_eval(r: dict) -> str:
+    lines = [f"{r['env_id']}, generation {r['generation']} ({r['checkpoint']}): {r['episodes']} episodes, "
+             f"seed {r['seed']}, {r['ranks']} rank(s)",
+             f"return  mean {r['return_mean']:.3f}  std {r['return_std']:.3f}  min {r['return_min']:.3f}  "
+             f"max {r['return_max']:.3f}",
+             f"length  mean {r['length_mean']:.1f}  std {r['length_std']:.1f}  min {r['length_min']}  max {r['length_max']}"]
+    if r["failed"]:
+        lines.append(f"failed  {r['failed']} episode(s) (NaN/inf or an env exception; excluded from the return stats)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- video
+DEFAULT_GL = "egl"
+APT = {
+    "egl": ("apt-get install -y libegl1 libopengl0 libgl1-mesa-dri libegl-mesa0", "MUJOCO_GL=egl"),
+    "osmesa": ("apt-get install -y libosmesa6", "MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa"),
+}
+
+
+def prepare_render_backend() -> str:
+    """Choose the headless OpenGL backend before mujoco/PyOpenGL are imported: ``MUJOCO_GL=egl``
+    (and ``PYOPENGL_PLATFORM=egl``) unless the user set ``MUJOCO_GL``; returns the backend name."""
+    backend = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if not backend:
+        backend = DEFAULT_GL
+        os.environ["MUJOCO_GL"] = backend
+    if backend in ("egl", "osmesa"):
+        os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+    return backend
+
+
+def probe_render_backend(backend: str | None = None) -> str | None:
+    """Try to create a tiny offscreen OpenGL context with ``backend`` (default: ``$MUJOCO_GL``).
+    Returns None if it works, else the error text."""
+    backend = (backend or os.environ.get("MUJOCO_GL", "")).strip().lower()
+    try:
+        if backend == "egl":
+            from mujoco.egl import GLContext
+        elif backend == "osmesa":
+            from mujoco.osmesa import GLContext
+        elif backend == "glfw":
+            from mujoco.glfw import GLContext
+        else:
+            return f"MUJOCO_GL={backend!r} is not a backend gymnasium supports (egl, osmesa, glfw)"
+        ctx = GLContext(16, 16)
+        ctx.make_current()
+        ctx.free()
+    except Exception as e:  # missing library, no display, wrong PYOPENGL_PLATFORM, ...
+        return f"{type(e).__name__}: {e}".strip()
+    return None
+
+
+def backend_help(backend: str, error: str) -> str:
+    pkgs, env = APT.get(backend, APT[DEFAULT_GL])
+    lines = [f"cannot render headless: the MuJoCo OpenGL backend MUJOCO_GL={backend} does not work here ({error})."]
+    if backend in APT:
+        lines += ["Install it (Debian/Ubuntu, as root):", f"    {pkgs}",
+                  f"and run with {env} (esmpi sets MUJOCO_GL=egl itself when it is unset)."]
+    else:
+        lines += ["On a machine without a display use EGL: unset MUJOCO_GL (esmpi then uses egl) and install:",
+                  f"    {APT['egl'][0]}"]
+    other = "osmesa" if backend == "egl" else "egl"
+    lines.append(f"Alternative: {APT[other][0]} and run with {APT[other][1]}. See docs/analysis.md.")
+    return "\n".join(lines)
+
+
+def _check_video_output(out: Path) -> str:
+    kind = out.suffix.lower().lstrip(".")
+    if kind not in ("gif", "mp4"):
+        raise RenderError(f"{out}: unsupported video format {out.suffix!r}; use .gif or .mp4")
+    if kind == "mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise RenderError(f"{out}: writing MP4 needs the imageio-ffmpeg package, which is not installed; "
+                              "write a .gif instead, or run: pip install imageio-ffmpeg") from None
+    if not out.parent.exists():
+        raise RenderError(f"{out}: directory {out.parent} does not exist")
+    return kind
+
+
+def render_video(rd: RunData, out: str | Path, frames: int = 300, width: int = 480, height: int = 360,
+                 fps: float | None = None, seed: int = 0) -> dict:
+    """Render ``frames`` frames of the saved policy (deterministic, saved normalisation) to a GIF
+    or MP4. Episodes follow one another (episode e resets with ``episode_seed(seed, e)``) until
+    enough frames exist. One frame every ``stride`` env steps, stride = round(render_fps / fps);
+    ``fps`` defaults to the env's real-time rate capped at 50. Call ``prepare_render_backend``
+    before anything imports mujoco. Returns dict(frames, fps, stride, episodes, returns, path)."""
+    from .policy_io import policy_from_checkpoint
+
+    out = Path(out)
+    kind = _check_video_output(out)
+    if frames < 1 or width < 1 or height < 1:
+        raise RenderError("--frames, --width and --height must be >= 1")
+    backend = os.environ.get("MUJOCO_GL", "")
+    err = probe_render_backend(backend)  # first: with a broken MUJOCO_GL even `import mujoco` fails
+    if err:
+        raise RenderError(backend_help(backend, err))
+    pi = policy_from_checkpoint(rd.ck, rd.checkpoint)
+    probe_env = pi.make_env()
+    modes = list(probe_env.metadata.get("render_modes") or [])
+    probe_env.close()
+    if "rgb_array" not in modes:
+        raise RenderError(f"env {pi.env_id!r} cannot render frames: its render_modes are {modes}, without 'rgb_array'")
+    try:
+        env = pi.make_env(render_mode="rgb_array", width=width, height=height)
+    except TypeError:  # not a MuJoCo env: no width/height arguments
+        env = pi.make_env(render_mode="rgb_array")
+    render_fps = float(env.metadata.get("render_fps") or 30)
+    target = float(fps) if fps else min(render_fps, 50.0)
+    stride = max(1, round(render_fps / target))
+    out_fps = render_fps / stride
+    writer = gif_frames = None
+    if kind == "mp4":
+        import imageio.v2 as iio
+
+        writer = iio.get_writer(out, fps=out_fps, codec="libx264", quality=7, macro_block_size=2)
+    else:
+        gif_frames = []
+    n = ep = 0
+    returns = []
+
+    def emit():
+        nonlocal n
+        img = env.render()
+        if writer is not None:
+            writer.append_data(img)
+        else:
+            from PIL import Image
+
+            gif_frames.append(Image.fromarray(img).convert("P", palette=Image.Palette.ADAPTIVE))
+        n += 1
+
+    try:
+        while n < frames:
+            obs, _ = env.reset(seed=episode_seed(seed, ep))
+            emit()
+            t, ret = 0, 0.0
+            while n < frames:
+                obs, r, terminated, truncated, _ = env.step(pi(obs))
+                t += 1
+                ret += float(r)
+                if t % stride == 0:
+                    emit()
+                if terminated or truncated:
+                    returns.append(ret)
+                    break
+            ep += 1
+    finally:
+        env.close()
+        if writer is not None:
+            writer.close()
+    if gif_frames is not None:
+        # GIF delays are in 1/100 s. Pillow merges identical consecutive frames (adding their delays).
+        gif_frames[0].save(out, save_all=True, append_images=gif_frames[1:], duration=round(1000 / out_fps),
+                           loop=0, optimize=False)
+    return {"path": str(out), "frames": n, "fps": out_fps, "stride": stride, "episodes": ep,
+            "completed_returns": returns, "backend": backend}
