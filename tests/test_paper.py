@@ -150,8 +150,14 @@ def test_humanoid_section_reads_thresholds_per_1000_and_the_scale_prediction(tmp
     assert "| 1,000 | 6k | 6 | 0m06s | 6k, 0m06s | 6.0-12.0 s | 3-6 s |" in text, text
     assert "| 2,000 |" not in text
     assert "300-step / 26-step" in text and "10,000 episodes" in text and "80 episodes" in text
-    assert "parallel efficiency 90%" in text
+    assert "parallel efficiency 90%" in text and "spends 125x the timesteps" in text
     assert paper.humanoid_section([r for r in runs if r.name.startswith("hopper")], scale) == "(no Humanoid run)"
+    # below 1,000 the readings come every 250 of return
+    _fake_run(tmp_path, "humanoid-slow-s0", "Humanoid-v5", [100, 300, 600, 600, 600, 600, 600])
+    slow = [r for r in paper.load_runs(tmp_path) if r.name == "humanoid-slow-s0"]
+    text = paper.humanoid_section(slow, scale)
+    assert "has not reached a 5-generation eval mean of 1,000" in text
+    assert "| 250 | 5k | 5 |" in text and "| 500 | 6k | 6 |" in text and "| 750 |" not in text, text
     # a run that stopped at its run.target_return is done, not resumable
     hopper = next(r for r in runs if r.name == "hopper-s0")
     assert paper._status(hopper).startswith("done")

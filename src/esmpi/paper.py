@@ -327,6 +327,10 @@ def _scale_rows(scale: dict, net: str = "cloud", p: int = 1440) -> dict[str, dic
             if r["net"] == net and r["p"] == p and r["variant"] == scale.get("as_is")}
 
 
+def _episodes_per_gen(run: Run) -> int:
+    return 2 * int(_cfg(run, "es.pairs_per_generation", 0) or 0)
+
+
 def humanoid_section(runs: list[Run], scale: dict | None, window: int = DEFAULT_WINDOW) -> str:
     """Local Humanoid runs: timesteps, generations and wall time to each multiple of 1,000 of
     return (trailing-mean rule), and what the scale model (``python -m esmpi.bench.scale --json``,
@@ -339,16 +343,22 @@ def humanoid_section(runs: list[Run], scale: dict | None, window: int = DEFAULT_
     for r in hs:
         top = _best_smoothed(r, window)
         lines = [f"**{r.name}**: {fmt_steps(r.timesteps)} timesteps, {len(r.history)} generations of "
-                 f"{2 * int(_cfg(r, 'es.pairs_per_generation', 0))} episodes, {_fmt_dur(r.wall)} wall time "
+                 f"{_episodes_per_gen(r) or '?'} episodes, {_fmt_dur(r.wall)} wall time "
                  f"(TimeElapsed over all sessions; last session on {r.world_size or '?'} rank(s)), "
                  f"{r.timesteps / max(r.wall, 1e-9):,.0f} timesteps/s overall; best {window}-generation eval mean "
                  f"{_fmt_ret(top)}.", ""]
-        levels = [1000.0 * k for k in range(1, int(top // 1000) + 1)] if math.isfinite(top) else []
+        # steps of 1,000 of return (the issue's unit); below 1,000, steps of 250 so that the cost of
+        # the progress made so far is still read off the curve
+        step = 1000.0 if math.isfinite(top) and top >= 1000 else 250.0
+        levels = [step * k for k in range(1, int(top // step) + 1)] if math.isfinite(top) else []
+        if step < 1000:
+            lines.append(f"It has not reached a {window}-generation eval mean of 1,000; below, the same "
+                         f"readings at every {step:,.0f} of return.")
+            lines.append("")
         if not levels:
-            lines.append(f"It has not reached a {window}-generation eval mean of 1,000 yet.")
             out.append("\n".join(lines))
             continue
-        hdr = "| return | timesteps | generations | wall time | this 1,000: timesteps, wall time |"
+        hdr = f"| return | timesteps | generations | wall time | this {step:,.0f}: timesteps, wall time |"
         if rows:
             short = (scale or {}).get("calibration", {}).get("humanoid_random_init_episode_lengths", {}).get("mean", math.nan)
             mid_len = (scale or {}).get("assumed", {}).get("mid_mean_length", math.nan)
@@ -371,6 +381,8 @@ def humanoid_section(runs: list[Run], scale: dict | None, window: int = DEFAULT_
         out.append("\n".join(lines))
     if rows:
         mid, rnd, trn = rows["mid"], rows["random_init"], rows["trained"]
+        ours = _episodes_per_gen(hs[0]) or math.nan
+        theirs = 2 * (scale or {}).get("assumed", {}).get("pairs", 0)
         out.append(
             "Scale model (`results/scale.json`: `python -m esmpi.bench.scale --json`, calibrated by `make bench`; "
             "10 GbE; the reference's 10,000-episode generations): at 1,440 cores a generation takes "
@@ -378,9 +390,10 @@ def humanoid_section(runs: list[Run], scale: dict | None, window: int = DEFAULT_
             f"{mid['T']:.2f} s with the mid-training episode lengths ({mid['steps'] / mid['T'] / 1e6:.1f}M timesteps/s) and "
             f"{trn['T']:.2f} s with trained, mostly 1,000-step episodes ({trn['steps'] / trn['T'] / 1e6:.1f}M timesteps/s; "
             f"parallel efficiency {trn['E']:.0%}). 'Same timesteps' assumes the local run's timesteps-to-return carry over "
-            "to the paper's population (they do not: a 10,000-episode generation spends 125x the timesteps of ours "
-            "per update), so it is a lower bound on wall time; 'same generations' assumes a 10,000-episode "
-            "generation is worth no more than our 80-episode one, an upper bound in generations.")
+            f"to the paper's population (they do not: a {theirs:,}-episode generation spends {theirs / ours:.0f}x the "
+            f"timesteps of ours per update), so it is a lower bound on wall time; 'same generations' assumes a "
+            f"{theirs:,}-episode generation is worth no more than our {ours:.0f}-episode one, an upper bound in "
+            "generations.")
     return "\n\n".join(out)
 
 
