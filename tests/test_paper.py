@@ -147,7 +147,7 @@ def test_humanoid_section_reads_thresholds_per_1000_and_the_scale_prediction(tmp
                       {**row("mid", 9.0, 1), "p": 18}]}
     text = paper.humanoid_section(runs, scale)
     # 5-generation mean first >= 1,000 at generation 6 (6,000 timesteps, 6 s); 2,000 never
-    assert "| 1,000 | 6k | 6 | 0m06s | 6k, 0m06s | 6.0-12.0 s | 3-6 s |" in text, text
+    assert "| 1,000 | 6k | 6 | 0m06s | 6k, 0m06s | 6.0 s - 12.0 s | 3.0 s - 6.0 s |" in text, text
     assert "| 2,000 |" not in text
     assert "300-step / 26-step" in text and "10,000 episodes" in text and "80 episodes" in text
     assert "parallel efficiency 90%" in text and "spends 125x the timesteps" in text

@@ -327,6 +327,15 @@ def _scale_rows(scale: dict, net: str = "cloud", p: int = 1440) -> dict[str, dic
             if r["net"] == net and r["p"] == p and r["variant"] == scale.get("as_is")}
 
 
+def _fmt_secs(s: float) -> str:
+    """A short duration that stays readable from milliseconds to hours."""
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 100:
+        return f"{s:.1f} s"
+    return _fmt_dur(s)
+
+
 def _episodes_per_gen(run: Run) -> int:
     return 2 * int(_cfg(run, "es.pairs_per_generation", 0) or 0)
 
@@ -374,8 +383,8 @@ def humanoid_section(runs: list[Run], scale: dict | None, window: int = DEFAULT_
                     f"{fmt_steps(x - prev_x)}, {_fmt_dur(w - prev_w)} |")
             if rows:
                 thr = {k: v["steps"] / v["T"] for k, v in rows.items()}
-                cell += (f" {x / thr['mid']:.1f}-{x / thr['random_init']:.1f} s |"
-                         f" {g * rows['random_init']['T']:.0f}-{g * rows['mid']['T']:.0f} s |")
+                cell += (f" {_fmt_secs(x / thr['mid'])} - {_fmt_secs(x / thr['random_init'])} |"
+                         f" {_fmt_secs(g * rows['random_init']['T'])} - {_fmt_secs(g * rows['mid']['T'])} |")
             lines.append(cell)
             prev_x, prev_w = x, w
         out.append("\n".join(lines))
