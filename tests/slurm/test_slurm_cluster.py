@@ -53,7 +53,7 @@ def test_mpi_two_ranks(slurm_cluster, tmp_path):
     script = write_script(tmp_path / "mpi.sh", f"""
         #SBATCH -n 2
         set -eo pipefail
-        mpiexec -n 2 "{python}" -c "{prog}" | sed 's/^/mpiexec /'
+        "{mpiexec}" -n 2 "{python}" -c "{prog}" | sed 's/^/mpiexec /'
         # plain srun: works because MpiDefault=pmi2 (else 2 singletons)
         srun "{python}" -c "{prog}" | sed 's/^/srun /'
     """)
