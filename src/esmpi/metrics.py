@@ -126,7 +126,7 @@ class JsonlSink:
 
 def history_column(history: Sequence[dict], key: str) -> np.ndarray:
     """One history column as float64; NaN where a generation lacks it (e.g. no evaluation)."""
-    return np.array([h.get(key, np.nan) if h.get(key) is not None else np.nan for h in history], np.float64)
+    return np.array([np.nan if h.get(key) is None else h[key] for h in history], np.float64)
 
 
 def smoothed_eval(history: Sequence[dict], window: int, key: str = "EvalEpRewMean") -> np.ndarray:
@@ -140,3 +140,10 @@ def smoothed_eval(history: Sequence[dict], window: int, key: str = "EvalEpRewMea
         # sum / window per window (NaN propagates: a window with a missing evaluation is NaN)
         out[window - 1:] = np.lib.stride_tricks.sliding_window_view(y, window).mean(axis=1)
     return out
+
+
+def target_reached(history: Sequence[dict], target: float, window: int) -> bool:
+    """The last generation's trailing ``window``-generation mean of EvalEpRewMean is >= ``target``:
+    the stop rule of ``run.target_return`` and the crossing rule of ``esmpi.paper``."""
+    s = smoothed_eval(history[-window:], window)
+    return bool(s.size and np.isfinite(s[-1]) and s[-1] >= target)

@@ -47,7 +47,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import EsmpiError
-from .metrics import history_column as _col, smoothed_eval
+from .metrics import history_column as _col, smoothed_eval, target_reached
 
 
 @dataclass(frozen=True)
@@ -214,10 +214,8 @@ def _best_smoothed(run: Run, window: int = DEFAULT_WINDOW) -> float:
 
 def _status(run: Run) -> str:
     target = _cfg(run, "run.target_return")
-    if target is not None:
-        s = smoothed_eval(run.history, int(_cfg(run, "run.target_window", DEFAULT_WINDOW)))
-        if s.size and np.isfinite(s[-1]) and s[-1] >= target:
-            return "done (run.target_return reached)"
+    if target is not None and target_reached(run.history, target, int(_cfg(run, "run.target_window", DEFAULT_WINDOW))):
+        return "done (run.target_return reached)"
     budget = _cfg(run, "run.max_timesteps", 0) or 0
     if budget and run.timesteps >= budget:
         return "done"
@@ -239,7 +237,7 @@ def _fmt_dur(s: float) -> str:
 # ------------------------------------------------------------------------------------------ tables
 def main_table(runs: list[Run], window: int = DEFAULT_WINDOW) -> str:
     lines = [
-        f"| task (ours: v5) | threshold (TRPO @ 5M, v1) | paper ES timesteps | ours: timesteps to threshold, median [range] (seeds reached/run) | our budget per seed (median reached) |",
+        "| task (ours: v5) | threshold (TRPO @ 5M, v1) | paper ES timesteps | ours: timesteps to threshold, median [range] (seeds reached/run) | our budget per seed (median reached) |",
         "|---|---:|---:|---|---|",
     ]
     for key, t in TASKS.items():
@@ -347,7 +345,11 @@ def humanoid_section(runs: list[Run], scale: dict | None, window: int = DEFAULT_
     hs = [r for r in runs if str(_cfg(r, "env.id", "")).startswith("Humanoid")]
     if not hs:
         return "(no Humanoid run)"
-    rows = _scale_rows(scale or {})
+    scale = scale or {}
+    rows = _scale_rows(scale)
+    assumed = scale.get("assumed", {})
+    theirs = 2 * assumed.get("pairs", 0)      # episodes per generation of the modelled cluster job
+    thr = {k: v["steps"] / v["T"] for k, v in rows.items()}   # timesteps/s at 1,440 cores per scenario
     out = []
     for r in hs:
         top = _best_smoothed(r, window)
@@ -369,10 +371,10 @@ def humanoid_section(runs: list[Run], scale: dict | None, window: int = DEFAULT_
             continue
         hdr = f"| return | timesteps | generations | wall time | this {step:,.0f}: timesteps, wall time |"
         if rows:
-            short = (scale or {}).get("calibration", {}).get("humanoid_random_init_episode_lengths", {}).get("mean", math.nan)
-            mid_len = (scale or {}).get("assumed", {}).get("mid_mean_length", math.nan)
+            short = scale.get("calibration", {}).get("humanoid_random_init_episode_lengths", {}).get("mean", math.nan)
+            mid_len = assumed.get("mid_mean_length", math.nan)
             hdr += (f" 1,440 cores, same timesteps (at {mid_len:.0f}-step / {short:.0f}-step episode throughput) |"
-                    f" 1,440 cores, same generations of {2 * (scale or {}).get('assumed', {}).get('pairs', 0):,} episodes |")
+                    f" 1,440 cores, same generations of {theirs:,} episodes |")
         lines += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
         prev_x = prev_w = 0.0
         for L in levels:
@@ -382,7 +384,6 @@ def humanoid_section(runs: list[Run], scale: dict | None, window: int = DEFAULT_
             cell = (f"| {L:,.0f} | {fmt_steps(x)} | {g:.0f} | {_fmt_dur(w)} | "
                     f"{fmt_steps(x - prev_x)}, {_fmt_dur(w - prev_w)} |")
             if rows:
-                thr = {k: v["steps"] / v["T"] for k, v in rows.items()}
                 cell += (f" {_fmt_secs(x / thr['mid'])} - {_fmt_secs(x / thr['random_init'])} |"
                          f" {_fmt_secs(g * rows['random_init']['T'])} - {_fmt_secs(g * rows['mid']['T'])} |")
             lines.append(cell)
@@ -391,10 +392,9 @@ def humanoid_section(runs: list[Run], scale: dict | None, window: int = DEFAULT_
     if rows:
         mid, rnd, trn = rows["mid"], rows["random_init"], rows["trained"]
         ours = _episodes_per_gen(hs[0]) or math.nan
-        theirs = 2 * (scale or {}).get("assumed", {}).get("pairs", 0)
         out.append(
             "Scale model (`results/scale.json`: `python -m esmpi.bench.scale --json`, calibrated by `make bench`; "
-            "10 GbE; the reference's 10,000-episode generations): at 1,440 cores a generation takes "
+            f"10 GbE; the reference's {theirs:,}-episode generations): at 1,440 cores a generation takes "
             f"{rnd['T']:.2f} s with random-init episodes ({rnd['steps'] / rnd['T'] / 1e6:.1f}M timesteps/s), "
             f"{mid['T']:.2f} s with the mid-training episode lengths ({mid['steps'] / mid['T'] / 1e6:.1f}M timesteps/s) and "
             f"{trn['T']:.2f} s with trained, mostly 1,000-step episodes ({trn['steps'] / trn['T'] / 1e6:.1f}M timesteps/s; "

@@ -23,7 +23,7 @@ import numpy as np
 from . import checkpoint, es, seeding
 from .errors import ConfigError, ReplicaMismatch
 from .evaluate import EP_W, BlockEvaluator, obs_mask
-from .metrics import generation_metrics, smoothed_eval
+from .metrics import generation_metrics, target_reached
 from .noise import NodeSplitSum, NoiseTable
 
 STOP = 1          # budget reached (generations, timesteps, wall time or run.target_return)
@@ -154,9 +154,7 @@ class Trainer:
         """The trailing ``run.target_window``-generation mean of EvalEpRewMean is >= ``run.target_return``
         (the same rule as ``esmpi.paper.first_crossing``; the history spans resumes)."""
         rc = self.cfg.run
-        tail = self.history[-rc.target_window:]
-        s = smoothed_eval(tail, rc.target_window)
-        return bool(s.size and np.isfinite(s[-1]) and s[-1] >= rc.target_return)
+        return target_reached(self.history, rc.target_return, rc.target_window)
 
     def decide(self) -> int:
         """One integer OR over ranks: every rank leaves the loop (or checkpoints) at the same generation."""
