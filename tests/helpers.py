@@ -17,3 +17,24 @@ def tiny_config(**sections):
     for k, v in sections.items():
         base.setdefault(k, {}).update(v)
     return config_from_dict(base, "<test>")
+
+
+def pair_rounds(offsets, returns, lengths=None, failed=None, d=1):
+    """One gathered round of antithetic pairs, as the loop hands it to ``tell`` (for exact unit tests)."""
+    import numpy as np
+
+    from esmpi import candidates as C
+
+    offsets = np.asarray(offsets, np.int64)
+    returns = np.asarray(returns, np.float64)
+    n = offsets.size
+    lengths = np.ones((n, 2), np.int64) if lengths is None else np.asarray(lengths)
+    failed = np.zeros((n, 2), bool) if failed is None else np.asarray(failed)
+    t = C.table(2 * n)
+    t["index"] = np.arange(2 * n)
+    t["kind"] = C.TRAIN
+    t["offset"] = np.repeat(offsets, 2)
+    t["sign"] = np.tile([1, -1], n)
+    t["hi"] = d
+    rows = np.stack([np.arange(2 * n), returns.ravel(), lengths.ravel(), failed.ravel()], axis=1).astype(np.float64)
+    return [C.Round(t, C.Results.from_rows(rows, np.zeros((0, 2)), 0, 0))]

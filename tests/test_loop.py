@@ -9,7 +9,7 @@ import pytest
 import esmpi
 from esmpi import checkpoint
 from esmpi.comm import SerialComm
-from esmpi.es import state_digest
+from esmpi.state import digest as state_digest
 from esmpi.metrics import HISTORY_KEYS
 from esmpi.rollout import EnvObjective
 from esmpi.train import Trainer
@@ -134,22 +134,23 @@ def test_checkpoint_round_trip_every_field(tmp_path):
     p = t.save_checkpoint(tmp_path / "c.h5")
     ck = checkpoint.load(p)
     s, r = t.state, ck["state"]
-    for a, b in [(s.theta, r.theta), (s.opt.m, r.opt.m), (s.opt.v, r.opt.v), (s.obs.sum, r.obs.sum),
+    so, ro = s.strategy.optimizer, r.strategy.optimizer
+    for a, b in [(s.theta, r.theta), (so.m, ro.m), (so.v, ro.v), (s.obs.sum, r.obs.sum),
                  (s.obs.sumsq, r.obs.sumsq)]:
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
-    assert (s.opt.t, s.obs.count, s.generation, s.episodes_so_far, s.timesteps_so_far, s.cutoff) == \
-           (r.opt.t, r.obs.count, r.generation, r.episodes_so_far, r.timesteps_so_far, r.cutoff)
+    assert (so.t, s.obs.count, s.generation, s.episodes_so_far, s.timesteps_so_far, s.cutoff) == \
+           (ro.t, r.obs.count, r.generation, r.episodes_so_far, r.timesteps_so_far, r.cutoff)
     assert state_digest(s) == state_digest(r)
     assert len(ck["history"]) == 4
     for k in HISTORY_KEYS:
         a, b = t.history[-1][k], ck["history"][-1][k]
         assert (a == b) or (math.isnan(a) and math.isnan(b)), k
-    assert ck["attrs"]["world_size"] == 1 and ck["attrs"]["layout_version"] == 1
+    assert ck["attrs"]["world_size"] == 1 and ck["attrs"]["layout_version"] == 2
     assert '"noise_stdev": 0.05' in ck["config_json"]
     import h5py   # the big arrays are compressed with filters every HDF5 build has (docs/checkpoint.md)
     with h5py.File(p, "r") as f:
-        for name in ("state/theta", "state/optimizer/m", "state/optimizer/v", "history"):
+        for name in ("state/strategy/theta", "state/strategy/optimizer/m", "state/strategy/optimizer/v", "history"):
             assert (f[name].compression, f[name].shuffle) == ("gzip", True), name
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from esmpi.comm import SerialComm, make_comm
 from esmpi.errors import ReplicaMismatch
-from esmpi.es import state_digest
+from esmpi.state import digest as state_digest
 from esmpi.rollout import EnvObjective
 from esmpi.train import Trainer
 

@@ -16,7 +16,7 @@ import pytest
 
 from esmpi import checkpoint
 from esmpi.errors import CheckpointError
-from esmpi.es import state_digest
+from esmpi.state import digest as state_digest
 
 BASE = ["--set", 'env.id="esmpi/PointMass-v0"', "--set", "noise.size=100000", "--set", "policy.hidden=[8]",
         "--set", "es.pairs_per_generation=5", "--set", "es.obs_stat_fraction=0.5", "--set", "checkpoint.every=2",
@@ -120,8 +120,8 @@ def _edit(path, fn):
     (lambda p: p.write_bytes(b""), "not a readable HDF5 file"),
     (lambda p: _edit(p, lambda f: f.attrs.__delitem__("format")), "not an esmpi checkpoint (format attribute is None)"),
     (lambda p: _edit(p, lambda f: f.attrs.__setitem__("layout_version", 99)), "layout version 99 is newer"),
-    (lambda p: _edit(p, lambda f: f.__delitem__("state/optimizer/v")), "missing 'v'"),
-    (lambda p: _edit(p, lambda f: f["state"].attrs.__delitem__("cutoff")), "missing attribute"),
+    (lambda p: _edit(p, lambda f: f.__delitem__("state/strategy/optimizer/v")), "missing '/strategy/optimizer/v'"),
+    (lambda p: _edit(p, lambda f: f["state"].attrs.__delitem__("cutoff")), "missing '/cutoff'"),
 ])
 def test_damaged_checkpoints_get_a_clear_error(good_ckpt, damage, message):
     checkpoint.load(good_ckpt)

@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 
 from esmpi import optim, seeding, shaping
-from esmpi.es import Batch, initial_state, state_digest, tell
+from esmpi.state import TrainState
+from esmpi.state import digest as state_digest
+from esmpi.strategies import Context, make
 from esmpi.noise import NoiseTable, weighted_sum_reference
 from esmpi.obs_norm import ObsStats
 from esmpi.policy import ActionSpec, MLPPolicy, MLPSpec, tanh
 
-from helpers import tiny_config
+from helpers import pair_rounds, tiny_config
 
 
 # ---------------------------------------------------------------- shaping
@@ -76,17 +78,16 @@ def test_tell_applies_reference_update_exactly():
     d, n = 6, 4
     rng = np.random.default_rng(1)
     table = rng.standard_normal(1000).astype(np.float32)
-    st = initial_state(rng.standard_normal(d).astype(np.float32), 0, 50)
+    es = make(cfg, Context(run_seed=0, d=d, noise_size=table.size))
+    st = es.init(rng.standard_normal(d).astype(np.float32))
     offsets = np.array([0, 10, 500, 990 - d])
     returns = rng.standard_normal((n, 2))
-    batch = Batch(offsets, returns, np.full((n, 2), 50), np.zeros((n, 2), bool), np.zeros((0, 0)), np.zeros((0, 0)),
-                  np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, bool))
-    new, stats = tell(st, batch, _Identity(table), cfg.es, cfg.optimizer)
+    new, stats = es.tell(st, 0, pair_rounds(offsets, returns, np.full((n, 2), 50), d=d), _Identity(table))
     w = shaping.pair_weights(shaping.centered_ranks(returns))
     g = weighted_sum_reference(table, w, offsets, d) / np.float32(2 * n)
     step, _ = optim.adam(optim.init_state(d), -g + np.float32(0.01) * st.theta, 0.1, 0.9, 0.999, 1e-8)
     np.testing.assert_array_equal(new.theta, st.theta + step)
-    assert new.generation == 1 and new.episodes_so_far == 8 and new.timesteps_so_far == 400
+    assert new.optimizer.t == 1
     assert stats["GradNorm"] == pytest.approx(np.linalg.norm(g), rel=1e-6)
 
 
@@ -260,9 +261,18 @@ def test_discrete_action_space_argmax():
 
 
 def test_state_digest_sees_every_field():
-    st = initial_state(np.zeros(3, np.float32), 2, 10)
-    base = state_digest(st)
     from dataclasses import replace
+
+    from esmpi.state import walk
+    cfg = tiny_config()
+    st = TrainState(make(cfg, Context(0, 3, 100)).init(np.zeros(3, np.float32)), ObsStats.initial(2), cutoff=10)
+    base = state_digest(st)
     assert state_digest(replace(st, cutoff=11)) != base
-    st.opt.v[1] = 1e-30
-    assert state_digest(st) != base
+    # every array leaf of the walk, changed by the smallest amount, changes the digest
+    for path, leaf, _ in walk(st):
+        if isinstance(leaf, np.ndarray):
+            old = leaf.flat[-1]
+            leaf.flat[-1] = np.nextafter(old, np.inf, dtype=leaf.dtype)
+            assert state_digest(st) != base, path
+            leaf.flat[-1] = old
+            assert state_digest(st) == base

@@ -21,7 +21,7 @@ import numpy as np
 @dataclass
 class OptimizeResult:
     theta: np.ndarray      # (d,) float32, the final mean of the search distribution
-    state: object          # esmpi.es.ESState (optimizer moments, counters)
+    state: object          # esmpi.state.TrainState (strategy state: theta, optimizer moments; counters)
     history: list          # one dict of metrics per generation (see esmpi.metrics.HISTORY_KEYS)
 
 

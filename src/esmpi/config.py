@@ -137,7 +137,30 @@ class CheckpointConfig(_Section):
     keep_last: int = Field(3, ge=1, description="Keep this many newest periodic checkpoints (plus the best).")
 
 
+class StrategyConfig(_Section):
+    name: str = Field("openai_es", description="The algorithm, from esmpi.strategies: 'openai_es' (Salimans et al. 2017) or 'ars' (Mania et al. 2018). Its own keys live in the table of the same name ([ars]); [es] holds the antithetic-sampling keys they share.")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v):
+        from .strategies import STRATEGY_NAMES
+
+        if v not in STRATEGY_NAMES:
+            close = difflib.get_close_matches(v, STRATEGY_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown strategy {v!r}{hint} (choose one of {', '.join(STRATEGY_NAMES)})")
+        return v
+
+
+class ARSConfig(_Section):
+    top_directions: int = Field(0, ge=0, description="b: keep the b directions with the largest max(r+, r-) (the '-t' versions); 0 = all es.pairs_per_generation directions (V1/V2).")
+    stepsize: float = Field(0.02, gt=0, description="alpha: step size of the plain SGD update.")
+    reward_shift: float = Field(0.0, ge=0, description="Subtracted from every training step's reward (survival bonus: 1 for Hopper/Walker2d/Ant, 5 for Humanoid); never from evaluation.")
+    zero_init: bool = Field(True, description="Start from theta = 0, as the paper does (false: the policy's own initialisation).")
+
+
 class Config(_Section):
+    strategy: StrategyConfig = StrategyConfig()
     run: RunConfig = RunConfig()
     env: EnvConfig = EnvConfig()
     policy: PolicyConfig = PolicyConfig()
@@ -146,9 +169,51 @@ class Config(_Section):
     noise: NoiseConfig = NoiseConfig()
     checks: ChecksConfig = ChecksConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    ars: ARSConfig = ARSConfig()
+
+    @model_validator(mode="after")
+    def _strategy_keys(self):
+        if self.strategy.name == "ars" and 0 < self.es.pairs_per_generation < self.ars.top_directions:
+            raise ValueError(f"ars.top_directions = {self.ars.top_directions} is larger than "
+                             f"es.pairs_per_generation = {self.es.pairs_per_generation} (the directions per iteration)")
+        return self
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="python")
+        """The config as a tree, without the keys that belong to other strategies (so a saved config
+        loads back under the same strategy-ownership check)."""
+        tree = self.model_dump(mode="python")
+        for owner, keys in STRATEGY_KEYS.items():
+            if owner != self.strategy.name:
+                for k in keys:
+                    section, _, key = k.partition(".")
+                    if key:
+                        tree[section].pop(key, None)
+                    else:
+                        tree.pop(section, None)
+        return tree
+
+
+# Keys (tables or single keys) that only one strategy reads: setting one under another strategy is
+# refused (a silent no-op would make a different experiment than the user meant).
+STRATEGY_KEYS = {
+    "openai_es": ("optimizer", "es.l2coeff", "es.shaping"),
+    "ars": ("ars",),
+}
+
+
+def _foreign_keys(tree: dict, source: str) -> None:
+    st = tree.get("strategy", {})
+    name = st.get("name", "openai_es") if isinstance(st, dict) else "openai_es"
+    for owner, keys in STRATEGY_KEYS.items():
+        if owner == name or name not in STRATEGY_KEYS:
+            continue
+        for k in keys:
+            section, _, key = k.partition(".")
+            node = tree.get(section)
+            if isinstance(node, dict) and (not key or key in node) and (key or node):
+                shown = k if key else f"{section}.{next(iter(node))}"
+                raise ConfigError(f"{source}: key '{shown}' belongs to strategy '{owner}', but strategy.name = "
+                                  f"'{name}': remove it, or set strategy.name = '{owner}'")
 
 
 def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -222,6 +287,7 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def config_from_dict(tree: dict, source: str = "<config>") -> Config:
+    _foreign_keys(tree, source)
     try:
         return Config.model_validate(tree)
     except ValidationError as e:

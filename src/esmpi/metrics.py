@@ -33,30 +33,47 @@ INT_KEYS = {"Generation", "EpFailures", "EvalEpCount", "EpisodesThisIter", "Epis
             "TimestepsSoFar", "ObCount", "EpisodeCutoff", "BlocksThisIter"}
 
 
-def generation_metrics(batch, stats: dict, generation: int, state, times: dict, blocks: int) -> dict:
-    ok = ~batch.failed
-    rets = batch.returns[ok]
-    ev_ok = ~batch.eval_failed
-    ev = batch.eval_returns[ev_ok]
-    steps = int(batch.lengths.sum())
+def _kind(rounds, kinds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(returns, lengths, failed) of the given candidate kinds, in (round, index) order."""
+    from .candidates import Round  # noqa: F401  (documents the argument type)
+
+    parts = [(rd.results.returns[p], rd.results.lengths[p], rd.results.failed[p])
+             for rd in rounds for k in kinds for p in [rd.rows(k)[1]]]
+    if not parts:
+        return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, bool)
+    return tuple(np.concatenate(x) for x in zip(*parts))
+
+
+def generation_metrics(rounds, stats: dict, state, times: dict) -> dict:
+    """The history row of one generation, from its gathered rounds (identical on every rank)."""
+    from .candidates import EVAL, TRAIN, VALIDATE
+
+    tr_ret, tr_len, tr_fail = _kind(rounds, (TRAIN,))
+    _, all_len, _ = _kind(rounds, (TRAIN, VALIDATE))
+    ev_ret, ev_len, ev_fail = _kind(rounds, (EVAL,))
+    rets = tr_ret[~tr_fail]
+    ev = ev_ret[~ev_fail]
+    steps = int(all_len.sum())
     m = {
-        "Generation": generation,
+        "Generation": state.generation,
         "EpRewMean": float(rets.mean()) if rets.size else math.nan,
         "EpRewStd": float(rets.std()) if rets.size else math.nan,
         "EpRewMax": float(rets.max()) if rets.size else math.nan,
-        "EpLenMean": float(batch.lengths.mean()),
-        "EpFailures": int(batch.failed.sum()),
+        "EpLenMean": float(tr_len.mean()) if tr_len.size else math.nan,
+        "EpFailures": int(tr_fail.sum()),
         "EvalEpRewMean": float(ev.mean()) if ev.size else math.nan,
         "EvalEpRewStd": float(ev.std()) if ev.size else math.nan,
-        "EvalEpLenMean": float(batch.eval_lengths[ev_ok].mean()) if ev.size else math.nan,
+        "EvalEpLenMean": float(ev_len[~ev_fail].mean()) if ev.size else math.nan,
         "EvalEpCount": int(ev.size),
         # fraction of this generation's perturbed returns below the mean evaluation return
         "EvalPopRank": float(np.searchsorted(np.sort(rets.ravel()), ev.mean()) / rets.size) if ev.size and rets.size else math.nan,
-        "EpisodesThisIter": int(batch.returns.size),
+        "EpisodesThisIter": int(all_len.size),
         "EpisodesSoFar": state.episodes_so_far,
         "TimestepsThisIter": steps,
         "TimestepsSoFar": state.timesteps_so_far,
-        "BlocksThisIter": blocks,
+        "ObCount": int(sum(float(rd.results.obs_count.sum()) for rd in rounds)),
+        "EpisodeCutoff": state.cutoff,
+        "BlocksThisIter": len(rounds),
         "TimeElapsedThisIter": times["generation"],
         "TimeElapsed": times["elapsed"],
         "TimeRollout": times["rollout"],

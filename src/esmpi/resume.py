@@ -27,8 +27,13 @@ OWN_FILES = {"config.toml", "progress.jsonl", "checkpoints", "latest.h5"}
 
 
 def config_changes(old: dict, new: dict) -> dict:
-    """{dotted key: (old, new)} for every key whose value differs."""
+    """{dotted key: (old, new)} for every key whose value differs. A key the old config lacks (written
+    by an esmpi that did not have it yet, e.g. ``strategy.name`` before strategies) counts as its default."""
+    from .config import Config
+
+    defaults = flatten(Config().model_dump(mode="python"))
     a, b = flatten(old), flatten(new)
+    a = {**{k: v for k, v in defaults.items() if k in b}, **a}
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 

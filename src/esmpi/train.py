@@ -1,12 +1,12 @@
-"""The ES loop: Algorithm 2 of Salimans et al. (2017), every rank equal.
+"""The loop: rounds of ask -> evaluate -> allgather -> tell, the same for every strategy, every rank equal.
 
-Per generation, on every rank:
-    set the observation normaliser from the state  ->  for each block of pairs: evaluate my pairs
-    (episode e = 2 * pair + sign on rank e % size; in block 0 also my evaluation episodes)  ->
-    allgather the scalar rows  ->  (more blocks while
-    the generation has fewer than ``min_timesteps_per_generation`` steps)  ->  restore pair order
-    ->  ``es.tell`` (identical update everywhere)  ->  metrics  ->  replica check every N
-    generations  ->  collective stop/checkpoint decision (one integer OR-reduction).
+Per generation ``g``, on every rank (``Trainer.generation``):
+    set the observation normaliser from the state  ->  while ``strategy.ask`` gives a candidate table
+    for round r: evaluate this rank's share (candidate c on rank ``c.slot % size``), allgather the
+    scalar result rows and observation sums, sort them by candidate index  ->  ``strategy.tell``
+    (identical update everywhere)  ->  ``advance``: merge the observation sums in candidate order,
+    the adaptive cutoff, the counters  ->  metrics  ->  replica check every N generations  ->
+    collective stop/checkpoint decision (one integer OR-reduction).
 
 Nothing but scalar rows and small observation sums crosses the network; theta is never sent.
 Rank 0 writes files (checkpoints, progress); every decision is agreed by all ranks.
@@ -16,29 +16,69 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, es, seeding
+from . import candidates as C
+from . import checkpoint, seeding, strategies
 from .errors import ConfigError, ReplicaMismatch
-from .evaluate import EP_W, BlockEvaluator, obs_mask
+from .evaluate import Evaluator
 from .metrics import generation_metrics, target_reached
 from .noise import NodeSplitSum, NoiseTable
+from .obs_norm import ObsStats
+from .state import TrainState, digest
 
 STOP = 1          # budget reached (generations, timesteps, wall time or run.target_return)
 SIGNALLED = 2     # a rank received SIGTERM/SIGINT/SIGUSR1: checkpoint and stop
 CHECKPOINT = 4    # a rank received SIGUSR2: checkpoint now and go on
 
 
-class Trainer:
-    """Owns the noise table, the objective and the current ``ESState``; ``run()`` trains.
+def context(cfg, objective) -> strategies.Context:
+    return strategies.Context(run_seed=cfg.run.seed, d=objective.num_params, noise_size=cfg.noise.size,
+                              obs_dim=objective.obs_dim, bc_dim=getattr(objective, "bc_dim", 0),
+                              max_episode_steps=objective.max_episode_steps)
 
-    ``state``/``history`` may come from a checkpoint (resume); otherwise theta is initialised from
-    ``(run seed, INIT_THETA)`` by the objective.
+
+def initial_state(cfg, objective, strategy) -> TrainState:
+    """Generation 0: theta0 from ``(run seed, INIT_THETA)``, the strategy's own state around it."""
+    theta0 = objective.initial_theta(seeding.rng(cfg.run.seed, seeding.INIT_THETA))
+    max_steps = objective.max_episode_steps
+    cutoff = min(cfg.es.cutoff_initial, max_steps) if cfg.es.episode_cutoff == "adaptive" else max_steps
+    extra = objective.initial_objective_state(cfg.run.seed) if hasattr(objective, "initial_objective_state") else {}
+    return TrainState(strategy.init(theta0), ObsStats.initial(objective.obs_dim), cutoff=int(cutoff), extra=extra)
+
+
+def advance(ts: TrainState, strat, rounds: list, es_cfg, max_cutoff: int, counts_validation: bool = True) -> TrainState:
+    """The loop's own state after a generation: observation sums merged in (round, candidate) order,
+    the reference's adaptive cutoff, the counters (TRAIN, and VALIDATE if the strategy counts it)."""
+    obs = ts.obs
+    if obs.sum.size:
+        res = [rd.results for rd in rounds if rd.results.obs_count.size]
+        if res:
+            obs = obs.merged(np.concatenate([r.obs_sum for r in res]), np.concatenate([r.obs_sumsq for r in res]),
+                             np.concatenate([r.obs_count for r in res]))
+    kinds = (C.TRAIN, C.VALIDATE) if counts_validation else (C.TRAIN,)
+    lengths = np.concatenate([rd.results.lengths[rd.rows(k)[1]] for rd in rounds for k in kinds])
+    train_lengths = np.concatenate([rd.results.lengths[rd.rows(C.TRAIN)[1]] for rd in rounds])
+    cutoff = ts.cutoff
+    if es_cfg.episode_cutoff == "adaptive" and train_lengths.size:
+        if np.mean(train_lengths == cutoff) >= es_cfg.cutoff_increase_threshold:
+            cutoff = min(int(es_cfg.cutoff_increase_ratio * cutoff), max_cutoff)
+    return replace(ts, strategy=strat, obs=obs, generation=ts.generation + 1,
+                   episodes_so_far=ts.episodes_so_far + int(lengths.size),
+                   timesteps_so_far=ts.timesteps_so_far + int(lengths.sum()), cutoff=cutoff)
+
+
+class Trainer:
+    """Owns the noise table, the objective, the strategy and the current ``TrainState``; ``run()`` trains.
+
+    ``state``/``history`` may come from a checkpoint (resume); otherwise the state is initialised from
+    ``(run seed, INIT_THETA)`` by the objective and the strategy.
     """
 
-    def __init__(self, cfg, objective, comm, *, run_dir: str | Path | None = None, state: es.ESState | None = None,
+    def __init__(self, cfg, objective, comm, *, run_dir: str | Path | None = None, state: TrainState | None = None,
                  history: list[dict] | None = None, sinks=(), time_offset: float = 0.0, stop_requested=None,
                  resumes: list[dict] | None = None, checkpoint_requested=None):
         self.cfg, self.objective, self.comm = cfg, objective, comm
@@ -47,19 +87,18 @@ class Trainer:
         if cfg.noise.size < d:
             raise ConfigError(f"noise.size = {cfg.noise.size} is smaller than the policy's {d} parameters; "
                               f"set noise.size >= {d} (a table 100x larger keeps perturbations nearly independent)")
+        self.strategy = strategies.make(cfg, context(cfg, objective))
         self.noise = NoiseTable(cfg.noise.size, cfg.noise.seed, comm)
         # the update's noise sum: split over the ranks of a node (same bits, 1/k of the reading each)
         self.summer = NodeSplitSum(self.noise, comm, d) if getattr(comm, "node_size", 1) > 1 else self.noise
         self.max_steps = objective.max_episode_steps
-        if state is None:
-            theta0 = objective.initial_theta(seeding.rng(cfg.run.seed, seeding.INIT_THETA))
-            cutoff = min(cfg.es.cutoff_initial, self.max_steps) if cfg.es.episode_cutoff == "adaptive" else self.max_steps
-            state = es.initial_state(theta0, objective.obs_dim, cutoff)
-        self.state = state
+        self.state = state if state is not None else initial_state(cfg, objective, self.strategy)
+        if self.state.extra and hasattr(objective, "set_objective_state"):
+            objective.set_objective_state(self.state.extra)
         self.history: list[dict] = list(history or [])
         self.sinks = list(sinks) if comm.rank == 0 else []
-        self.evaluator = BlockEvaluator(objective, self.noise, cfg.run.seed, cfg.es.noise_stdev, comm.rank, comm.size,
-                                        use_action_noise=cfg.es.action_noise_std > 0)
+        self.evaluator = Evaluator(objective, self.noise, cfg.run.seed, comm.rank,
+                                   use_action_noise=cfg.es.action_noise_std > 0)
         self.time_offset = time_offset
         self.resumes = list(resumes or [])   # one record per resume: generation, world size, config changes
         self.stop_requested = stop_requested or (lambda: False)
@@ -70,56 +109,76 @@ class Trainer:
         self._t_start = time.perf_counter()
         self.policy_json = json.dumps(getattr(objective, "spec_dict", lambda: {})())
 
+    @property
+    def steal(self) -> bool:
+        """The opt-in 'steal' schedule is on (read each round: the benchmark swaps the config)."""
+        return self.cfg.es.schedule == "steal" and self.comm.size > 1 and self.strategy.accepts_steal
+
+    @property
+    def history_keys(self) -> list[str]:
+        from .metrics import HISTORY_KEYS
+        return HISTORY_KEYS + [k for k in self.strategy.history_keys if k not in HISTORY_KEYS]
+
     # ------------------------------------------------------------------ one generation
+    def _round(self, cand: np.ndarray, bases: np.ndarray, g: int, r: int, cutoff: int):
+        """Evaluate this rank's share of one candidate table and gather everyone's rows."""
+        comm, ev = self.comm, self.evaluator
+        rows, obs = ev.run(C.mine(cand, comm.rank, comm.size), bases, g, cutoff, self.max_steps)
+        if self.steal:   # keep working until every rank has finished its static share
+            req = comm.ibarrier()
+            xs, xr, xo, k = [], [], [], 0
+            while not req.Test():
+                x = self.strategy.steal_pair(self.state.strategy, g, r, comm.rank, comm.size, k)
+                got = ev.run(x, bases, g, cutoff, self.max_steps, abandon=req.Test)
+                if got is None:      # abandoned: a pair counts only whole
+                    break
+                xs.append(x)
+                xr.append(got[0])
+                xo.append(got[1])
+                k += 1
+            req.Wait()
+            rows, obs = np.concatenate([rows, *xr]), np.concatenate([obs, *xo])
+            mine = np.concatenate(xs) if xs else C.table(0)
+            extra = np.stack([mine["index"], mine["offset"]], axis=1).astype(np.float64)
+        tb = time.perf_counter()
+        comm.wait_for_all()
+        R = comm.allgather_rows(rows)
+        O = comm.allgather_rows(obs)
+        if self.steal:           # every rank rebuilds every rank's extra candidates from (index, offset)
+            from .strategies.antithetic import extra_rows
+            X = comm.allgather_rows(extra).reshape(-1, 2)
+            X = X[np.argsort(X[:, 0], kind="stable")]
+            cand = np.concatenate([cand, extra_rows(X[:, 0].astype(np.int64), X[:, 1].astype(np.int64),
+                                                    self.cfg.es.noise_stdev, self.objective.num_params)])
+        res = C.Results.from_rows(R, O, getattr(self.objective, "bc_dim", 0), self.objective.obs_dim)
+        return C.Round(cand, res), tb
+
     def generation(self) -> dict:
-        cfg, st, comm = self.cfg, self.state, self.comm
-        escfg = cfg.es
+        cfg, st, strategy = self.cfg, self.state, self.strategy
         t0 = time.perf_counter()
         g = st.generation
-        d = st.theta.size
         if self.objective.obs_dim:
-            self.objective.set_obs_norm(*st.obs.mean_std(escfg.obs_std_floor))
+            self.objective.set_obs_norm(*st.obs.mean_std(cfg.es.obs_std_floor))
         cutoff = min(st.cutoff, self.max_steps)
-        n = escfg.pairs_per_generation
-        steal = escfg.schedule == "steal" and comm.size > 1
+        bases = strategy.bases(st.strategy)
         self.evaluator.failure_lines = 0
-        pairs, obs, evals = [], [], None
+        rounds: list[C.Round] = []
         t_roll = t_comm = 0.0
-        block = steps = 0
-        while True:
-            o = self.noise.offsets(cfg.run.seed, g, block, n, d)
-            mask = obs_mask(cfg.run.seed, g, block, n, escfg.obs_stat_fraction, self.objective.obs_dim)
+        while (cand := strategy.ask(st.strategy, g, len(rounds), rounds)) is not None:
             ta = time.perf_counter()
-            p_rows, o_rows = self.evaluator.pairs(st.theta, g, block, o, mask, cutoff)
-            e_rows = self.evaluator.evals(st.theta, g, escfg.eval_episodes, self.max_steps) if block == 0 else None
-            if steal:   # keep working until every rank has finished its static share
-                req = comm.ibarrier()
-                xp, xo = self.evaluator.extra_pairs(st.theta, g, block, cutoff, escfg.obs_stat_fraction, req.Test)
-                req.Wait()
-                p_rows, o_rows = np.concatenate([p_rows, xp]), np.concatenate([o_rows, xo])
-            tb = time.perf_counter()
-            comm.wait_for_all()
-            P = comm.allgather_rows(p_rows)
-            O = comm.allgather_rows(o_rows)
-            if block == 0:
-                evals = comm.allgather_rows(e_rows)
+            rd, tb = self._round(cand, bases, g, len(rounds), cutoff)
+            rounds.append(rd)
             t_roll += tb - ta
             t_comm += time.perf_counter() - tb
-            pairs.append(P)
-            obs.append(O)
-            steps += int(P[:, 2].sum())
-            block += 1
-            if steps >= escfg.min_timesteps_per_generation or block >= escfg.max_blocks_per_generation:
-                break
-        batch = _assemble(pairs, obs, evals, self.objective.obs_dim)
         tu = time.perf_counter()
-        self.scored_state = st    # the theta this generation's evaluation episodes measured
-        self.state, stats = es.tell(st, batch, self.summer, escfg, cfg.optimizer, self.max_steps)
+        self.scored_state = st    # the state this generation's evaluation episodes measured
+        strat, stats = strategy.tell(st.strategy, g, rounds, self.summer)
+        self.state = advance(st, strat, rounds, cfg.es, self.max_steps, strategy.counts_validation)
         t_update = time.perf_counter() - tu
         now = time.perf_counter()
         times = {"generation": now - t0, "elapsed": self.time_offset + now - self._t_start,
                  "rollout": t_roll, "comm": t_comm, "update": t_update}
-        m = generation_metrics(batch, stats, self.state.generation, self.state, times, block)
+        m = generation_metrics(rounds, stats, self.state, times)
         self.history.append(m)
         for sink in self.sinks:
             sink(m)
@@ -129,8 +188,8 @@ class Trainer:
     def check_replicas(self) -> None:
         """Every rank compares the sha256 of its whole state with every other rank's; on a mismatch
         every rank raises the same ReplicaMismatch naming the groups of ranks that differ."""
-        digest = np.frombuffer(es.state_digest(self.state), dtype=np.uint8).astype(np.float64)
-        rows = self.comm.allgather_rows(digest.reshape(1, -1))
+        digest_ = np.frombuffer(digest(self.state), dtype=np.uint8).astype(np.float64)
+        rows = self.comm.allgather_rows(digest_.reshape(1, -1))
         groups: dict[bytes, list[int]] = {}
         for r, row in enumerate(rows):
             groups.setdefault(row.astype(np.uint8).tobytes(), []).append(r)
@@ -163,9 +222,11 @@ class Trainer:
         return self.comm.any_flags(bits)
 
     # ------------------------------------------------------------------ files (rank 0)
-    def save_checkpoint(self, path: Path, state: es.ESState | None = None) -> Path:
+    def save_checkpoint(self, path: Path, state: TrainState | None = None) -> Path:
         return checkpoint.save(path, state or self.state, self.history, self.config_json(), world_size=self.comm.size,
                                policy_json=self.policy_json, mpi_library=getattr(self.comm, "library", ""),
+                               history_keys=self.history_keys, strategy=self.strategy.name,
+                               bc_dim=getattr(self.objective, "bc_dim", 0),
                                extra_attrs={"resumes_json": json.dumps(self.resumes)})
 
     def config_json(self) -> str:
@@ -191,7 +252,7 @@ class Trainer:
             self.save_checkpoint(ck / "best.h5", self.scored_state)
 
     # ------------------------------------------------------------------ the loop
-    def run(self) -> es.ESState:
+    def run(self) -> TrainState:
         every = self.cfg.checks.replica_check_every
         bits = self.decide()
         # a checkpoint request (SIGUSR2) that arrived during start-up is served at the first
@@ -220,28 +281,3 @@ def _point_latest(link: Path, target: Path) -> None:
         tmp.unlink()
     tmp.symlink_to(Path(target).relative_to(link.parent))
     tmp.replace(link)
-
-
-def _assemble(episodes, obs, evals, obs_dim) -> es.Batch:
-    """Concatenate the blocks and put every gathered row back in global episode order
-    (episode ``2 * pair + sign``; static pairs by block and index, then any 'steal' extras)."""
-    P = np.concatenate(episodes)
-    P = P[np.argsort(P[:, 0], kind="stable")].reshape(-1, 2, EP_W)
-    if not (np.all(P[:, 0, 0] % 2 == 0) and np.array_equal(P[:, 1, 0], P[:, 0, 0] + 1)):
-        raise RuntimeError("gathered episodes do not form complete pairs")   # a bug, never user input
-    O = np.concatenate([o.reshape(-1, 2 + 2 * obs_dim) for o in obs])
-    O = O[np.argsort(O[:, 0], kind="stable")]
-    E = evals.reshape(-1, 4)
-    E = E[np.argsort(E[:, 0], kind="stable")]
-    return es.Batch(
-        offsets=P[:, 0, 4].astype(np.int64),
-        returns=P[:, :, 1].copy(),
-        lengths=P[:, :, 2].astype(np.int64),
-        failed=P[:, :, 3] != 0,
-        obs_sum=O[:, 2 : 2 + obs_dim],
-        obs_sumsq=O[:, 2 + obs_dim :],
-        obs_count=O[:, 1],
-        eval_returns=E[:, 1].copy(),
-        eval_lengths=E[:, 2].astype(np.int64),
-        eval_failed=E[:, 3] != 0,
-    )

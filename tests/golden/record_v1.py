@@ -1,8 +1,12 @@
-"""Record per-field sha256 of final states with the pre-refactor (v1) code: the guard of issue 11."""
+"""Record per-field sha256 of final states with the pre-refactor (v1) code: the guard of issue 11.
+
+Ran once with the v1 code (commit 8aaa345) from the repository root: python tests/golden/record_v1.py
+"""
 import hashlib, json, shutil, sys, tempfile
 from pathlib import Path
 import numpy as np
-sys.path.insert(0, "ROOT/tests")
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
 from helpers import tiny_config
 from esmpi.comm import SerialComm
 from esmpi.rollout import EnvObjective
@@ -45,22 +49,22 @@ out["optimize"] = {"theta": h(r.theta), "state": fields(r.state)}
 
 # smoke job, 6 generations
 from esmpi.config import load_config
-cfg = load_config("ROOT/jobs/smoke.toml", ["run.generations=6"])
+cfg = load_config(ROOT / "jobs" / "smoke.toml", ["run.generations=6"])
 t = Trainer(cfg, EnvObjective(cfg), SerialComm()); t.run()
 out["smoke"] = {"state": fields(t.state), "history": hist(t.history)}
 
 # v1 checkpoints: load each results/runs/*/latest.h5 and record its fields
 from esmpi import checkpoint
 out["v1_checkpoints"] = {}
-for p in sorted(Path("ROOT/results/runs").glob("*/latest.h5")):
+for p in sorted((ROOT / "results" / "runs").glob("*/latest.h5")):
     ck = checkpoint.load(p)
     out["v1_checkpoints"][p.parent.name] = fields(ck["state"])
 # resume invertedpendulum-s0 for 2 generations (copy of the run dir)
 tmp = Path(tempfile.mkdtemp())
-shutil.copytree("ROOT/results/runs/invertedpendulum-s0", tmp / "ip")
+shutil.copytree(ROOT / "results" / "runs" / "invertedpendulum-s0", tmp / "ip")
 from esmpi.run import main
 rc = main(["--resume", str(tmp / "ip"), "--set", "run.max_timesteps=0", "--set", "run.generations=64", "-q"])
 ck = checkpoint.load(tmp / "ip" / "latest.h5")
 out["v1_resume_invertedpendulum_s0_to_gen64"] = {"rc": rc, "state": fields(ck["state"])}
-Path("ROOT/tests/golden/v1_digests.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+(ROOT / "tests" / "golden" / "v1_digests.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 print("ok", rc)

@@ -16,23 +16,25 @@ import time
 
 import numpy as np
 
-from ..evaluate import EP_W, EVAL_W
+from ..candidates import EVAL_BASE
+
+RESULT_W = 4   # [index, return, length, failed]: one gathered row per candidate (no behaviour columns)
 
 
 def generation_rows(rank: int, size: int, pairs: int, obs_dim: int, n_eval: int, seed: int = 0):
     rng = np.random.default_rng(seed + rank)
     mine = np.arange(rank, 2 * pairs, size)          # the trainer deals out episodes e = 2 * pair + sign
-    p = np.column_stack([mine, rng.standard_normal((mine.size, EP_W - 1))])
+    p = np.column_stack([mine, rng.standard_normal((mine.size, RESULT_W - 1))])
     rec = mine[(mine // 2) % 100 == 0]               # ~1% of pairs record observation statistics
     o = np.column_stack([rec, np.full(rec.size, 2000.0), rng.standard_normal((rec.size, 2 * obs_dim))]) \
         if rec.size else np.empty((0, 2 + 2 * obs_dim))
     ev = [e for e in range(n_eval) if size - 1 - (e % size) == rank]
-    e = np.column_stack([ev, rng.standard_normal((len(ev), EVAL_W - 1))]) if ev else np.empty((0, EVAL_W))
-    return p, o, e
+    e = np.column_stack([np.add(ev, EVAL_BASE), rng.standard_normal((len(ev), RESULT_W - 1))]) if ev else np.empty((0, RESULT_W))
+    return np.concatenate([p, e]), o
 
 
 def bench(comm, pairs: int, obs_dim: int, n_eval: int, repeats: int) -> dict:
-    p, o, e = generation_rows(comm.rank, comm.size, pairs, obs_dim, n_eval)
+    p, o = generation_rows(comm.rank, comm.size, pairs, obs_dim, n_eval)
     t_gen = []
     for _ in range(repeats + 3):
         comm.wait_for_all()
@@ -40,10 +42,9 @@ def bench(comm, pairs: int, obs_dim: int, n_eval: int, repeats: int) -> dict:
         t0 = time.perf_counter()
         P = comm.allgather_rows(p)
         comm.allgather_rows(o)
-        comm.allgather_rows(e)
         comm.any_flags(0)
         t_gen.append(time.perf_counter() - t0)
-    assert P.shape == (2 * pairs, EP_W)
+    assert P.shape == (2 * pairs + n_eval, RESULT_W)
     t_gen = t_gen[3:]
     # point measurements (raw mpi4py when available)
     lat, bw = [], []
@@ -66,7 +67,7 @@ def bench(comm, pairs: int, obs_dim: int, n_eval: int, repeats: int) -> dict:
             t0 = time.perf_counter()
             c.Allgather(big, allb)
             bw.append(time.perf_counter() - t0)
-    nbytes = 8 * (2 * pairs * EP_W + 2 * (len(range(0, pairs, 100))) * (2 + 2 * obs_dim) + n_eval * EVAL_W)
+    nbytes = 8 * ((2 * pairs + n_eval) * RESULT_W + 2 * (len(range(0, pairs, 100))) * (2 + 2 * obs_dim))
     return {"rank": comm.rank, "size": comm.size, "t_gen": t_gen, "lat": lat, "bw": bw, "bytes_per_gen": nbytes,
             "load": __import__("os").getloadavg()[0]}
 

@@ -1,7 +1,8 @@
 """Sections 5 and 6 (trainer part): a few generations of the real ``Trainer`` with per-rank timers.
 
 The probe wraps, on this rank's objects only (instance attributes, the classes are untouched):
-- ``trainer.evaluator.pairs`` / ``.evals``: rollout time, CPU time, steps and episodes of this rank;
+- ``trainer.evaluator.run``: rollout time, CPU time, steps and episodes of this rank (calls with
+  ``abandon``, the 'steal' schedule's extra pairs, are counted apart);
 - ``comm.allgather_rows`` / ``comm.any_flags``: a barrier is inserted *before* each collective and
   timed as **wait** (this rank is done and waits for the slowest), so the collective itself is
   timed without the load imbalance (**coll**);
@@ -41,36 +42,23 @@ class Probe:
         self.cur: dict = defaultdict(float)
         comm, ev = trainer.comm, trainer.evaluator
         self._saved = []
-        orig_pairs, orig_evals = ev.pairs, ev.evals
-        orig_extra = getattr(ev, "extra_pairs", None)
+        orig_run = ev.run
         orig_ag, orig_flags, orig_wait = comm.allgather_rows, comm.any_flags, comm.wait_for_all
 
-        def pairs(*a, **k):
+        def run(*a, **k):
+            extra = k.get("abandon") is not None   # the 'steal' schedule's extra pairs (abandoned episode included)
             c0, t0 = time.process_time(), time.perf_counter()
-            rows, obs = orig_pairs(*a, **k)
-            self.cur["rollout"] += time.perf_counter() - t0
+            got = orig_run(*a, **k)
+            rows = got[0] if got is not None else np.zeros((0, 4))
+            self.cur["extra" if extra else "rollout"] += time.perf_counter() - t0
             self.cur["rollout_cpu"] += time.process_time() - c0
-            self.cur["steps"] += float(rows[:, 2].sum()) if rows.size else 0.0   # episode rows
-            self.cur["episodes"] += len(rows)
-            return rows, obs
-
-        def evals(*a, **k):
-            c0, t0 = time.process_time(), time.perf_counter()
-            rows = orig_evals(*a, **k)
-            self.cur["rollout"] += time.perf_counter() - t0
-            self.cur["rollout_cpu"] += time.process_time() - c0
-            self.cur["steps"] += float(rows[:, 2].sum()) if rows.size else 0.0
-            self.cur["episodes"] += len(rows)
-            return rows
-
-        def extra_pairs(*a, **k):   # the 'steal' schedule's extra pairs (abandoned episode included)
-            c0, t0 = time.process_time(), time.perf_counter()
-            rows, obs = orig_extra(*a, **k)
-            self.cur["extra"] += time.perf_counter() - t0
-            self.cur["rollout_cpu"] += time.process_time() - c0
-            self.cur["extra_steps"] += float(rows[:, 2].sum()) if rows.size else 0.0
-            self.cur["extra_pairs"] += len(rows) // 2
-            return rows, obs
+            if extra:
+                self.cur["extra_steps"] += float(rows[:, 2].sum()) if rows.size else 0.0
+                self.cur["extra_pairs"] += len(rows) // 2
+            else:
+                self.cur["steps"] += float(rows[:, 2].sum()) if rows.size else 0.0
+                self.cur["episodes"] += len(rows)
+            return got
 
         def barrier_then(fn):
             def wrapped(*a, **k):
@@ -89,8 +77,7 @@ class Probe:
             orig_wait()
             self.cur["wait"] += time.perf_counter() - t0
 
-        extra = ((ev, "extra_pairs", extra_pairs),) if orig_extra is not None else ()
-        for obj, name, new in extra + ((ev, "pairs", pairs), (ev, "evals", evals),
+        for obj, name, new in ((ev, "run", run),
                                (comm, "allgather_rows", barrier_then(orig_ag)),
                                (comm, "any_flags", barrier_then(orig_flags)), (comm, "wait_for_all", wait_for_all)):
             self._saved.append((obj, name))

@@ -1,1 +1,72 @@
-"""Strategies: pure ``init / bases / ask / tell`` over the shared candidate table (DESIGN.md)."""
+"""Strategies: pure ``init / bases / ask / tell`` over the shared candidate table (DESIGN.md).
+
+To add a strategy: write ``strategies/<name>.py`` with a frozen state dataclass (a ``theta`` field or
+property: the policy a user deploys) and a ``Strategy`` subclass, add it to ``STRATEGIES`` below,
+and give it a config table in ``config.py`` if it has keys of its own. The loop (``train.py``)
+needs nothing else. Rules (DESIGN.md): ``ask`` and ``tell`` never see rank, size or clock; every
+random draw is addressed with ``esmpi.seeding``; every float sum that feeds the state runs in
+candidate order (``noise.weighted_sum``, explicit loops); derived caches are never checkpointed.
+
+The protocol, called by ``train.Trainer.generation`` on every rank with identical arguments:
+
+- ``init(theta0) -> state``: theta0 (d,) float32 from ``objective.initial_theta``;
+- ``bases(state) -> (M, d) float32``: the parameter vectors candidates are built around;
+- ``ask(state, g, r, prior) -> candidate table | None``: round ``r`` of generation ``g`` given the
+  earlier rounds' ``Round``s; ``None`` ends the generation;
+- ``tell(state, g, rounds, noise) -> (state, stats)``: the update; ``noise.weighted_sum`` is the
+  fixed-order kernel (node-split under MPI: same bits); ``stats`` keys go to the history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a strategy may know besides its config: fixed for the whole run, identical on every rank."""
+
+    run_seed: int
+    d: int                    # number of parameters
+    noise_size: int           # entries in the noise table
+    obs_dim: int = 0          # 0 = the objective has no observation normalisation
+    bc_dim: int = 0           # 0 = the objective gives no behaviour characterisation
+    max_episode_steps: int = 1
+
+
+class Strategy:
+    name = ""
+    history_keys: tuple[str, ...] = ()   # strategy-specific history columns (besides metrics.HISTORY_KEYS)
+    accepts_steal = False                # may run with es.schedule = "steal" (results then depend on timing)
+    counts_validation = True             # VALIDATE episodes count towards the timestep budget
+
+    def __init__(self, cfg, ctx: Context):
+        self.cfg, self.ctx = cfg, ctx
+
+    def init(self, theta0: np.ndarray):
+        raise NotImplementedError
+
+    def bases(self, s) -> np.ndarray:
+        return s.theta.reshape(1, -1)
+
+    def ask(self, s, g: int, r: int, prior: list):
+        raise NotImplementedError
+
+    def tell(self, s, g: int, rounds: list, noise):
+        raise NotImplementedError
+
+
+def _registry() -> dict[str, type[Strategy]]:
+    from .ars import ARS
+    from .openai_es import OpenAIES
+
+    return {"openai_es": OpenAIES, "ars": ARS}
+
+
+STRATEGY_NAMES = ("openai_es", "ars")   # config.py validates against this (importing no numerics)
+
+
+def make(cfg, ctx: Context) -> Strategy:
+    return _registry()[cfg.strategy.name](cfg, ctx)
