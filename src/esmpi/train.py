@@ -89,6 +89,7 @@ class Trainer:
                               f"set noise.size >= {d} (a table 100x larger keeps perturbations nearly independent)")
         self.strategy = strategies.make(cfg, context(cfg, objective))
         self.noise = NoiseTable(cfg.noise.size, cfg.noise.seed, comm)
+        self.strategy.attach(self.noise, comm.node_shared_array, comm.node_barrier)
         # the update's noise sum: split over the ranks of a node (same bits, 1/k of the reading each)
         self.summer = NodeSplitSum(self.noise, comm, d) if getattr(comm, "node_size", 1) > 1 else self.noise
         self.max_steps = objective.max_episode_steps

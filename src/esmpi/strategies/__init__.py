@@ -9,6 +9,11 @@ candidate order (``noise.weighted_sum``, explicit loops); derived caches are nev
 
 The protocol, called by ``train.Trainer.generation`` on every rank with identical arguments:
 
+- ``attach(noise, alloc, barrier)``: once, before anything else: the noise table (strategies that
+  rebuild parameters from offsets, e.g. GA genomes, need it) and ``alloc(n, dtype) -> (array,
+  fill_here)`` / ``barrier()`` for node-shared derived caches (one copy per node; the rank with
+  ``fill_here`` fills it, then everyone calls ``barrier``). These are the only rank-aware hooks, and
+  what they fill must be the same bits on every node;
 - ``init(theta0) -> state``: theta0 (d,) float32 from ``objective.initial_theta``;
 - ``bases(state) -> (M, d) float32``: the parameter vectors candidates are built around;
 - ``ask(state, g, r, prior) -> candidate table | None``: round ``r`` of generation ``g`` given the
@@ -44,6 +49,11 @@ class Strategy:
 
     def __init__(self, cfg, ctx: Context):
         self.cfg, self.ctx = cfg, ctx
+
+    def attach(self, noise, alloc=None, barrier=None) -> None:
+        self.noise = noise
+        self.alloc = alloc or (lambda n, dtype: (np.empty(n, dtype), True))
+        self.barrier = barrier or (lambda: None)
 
     def init(self, theta0: np.ndarray):
         raise NotImplementedError
