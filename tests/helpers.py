@@ -38,3 +38,31 @@ def pair_rounds(offsets, returns, lengths=None, failed=None, d=1):
     t["hi"] = d
     rows = np.stack([np.arange(2 * n), returns.ravel(), lengths.ravel(), failed.ravel()], axis=1).astype(np.float64)
     return [C.Round(t, C.Results.from_rows(rows, np.zeros((0, 2)), 0, 0))]
+
+
+# the smallest config that exercises each strategy's own keys
+STRATEGY_CONFIGS = {
+    "openai_es": {},
+    "ars": {"strategy": {"name": "ars"}, "ars": {"top_directions": 4, "stepsize": 0.05, "reward_shift": 0.5},
+            "es": {"l2coeff": None, "shaping": None}},
+}
+
+
+def strategy_config(name, **extra):
+    """tiny_config's PointMass run under strategy ``name``; None removes a key (another strategy's)."""
+    from esmpi.config import config_from_dict
+
+    sections = __import__('copy').deepcopy(STRATEGY_CONFIGS[name])
+    for k, v in extra.items():
+        sections.setdefault(k, {}).update(v)
+    cfg_tree = tiny_config().to_dict()
+    for sec, vals in sections.items():
+        cfg_tree.setdefault(sec, {})
+        for k, v in vals.items():
+            if v is None:
+                cfg_tree[sec].pop(k, None)
+            else:
+                cfg_tree[sec][k] = v
+    if name != "openai_es":
+        cfg_tree.pop("optimizer", None)
+    return config_from_dict(cfg_tree, f"<{name}>")

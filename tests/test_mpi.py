@@ -14,7 +14,9 @@ from esmpi.state import digest as state_digest
 from esmpi.rollout import EnvObjective
 from esmpi.train import Trainer
 
-from helpers import tiny_config
+from esmpi.strategies import STRATEGY_NAMES
+
+from helpers import strategy_config, tiny_config
 
 pytestmark = pytest.mark.mpi
 
@@ -47,6 +49,14 @@ def test_world_size_invariance(comm, overrides):
     for a, b in zip(mpi.history, serial.history):
         for k in ("EpRewMean", "EvalEpRewMean", "TimestepsThisIter", "ObCount", "EpFailures"):
             assert a[k] == b[k] or (np.isnan(a[k]) and np.isnan(b[k])), k
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_every_strategy_is_world_size_invariant(comm, name):
+    cfg = strategy_config(name, run={"generations": 5})
+    mpi, serial = _final_state(cfg, comm), _final_state(cfg, SerialComm())
+    assert state_digest(mpi.state) == state_digest(serial.state)
+    assert [h["EvalEpRewMean"] for h in mpi.history] == [h["EvalEpRewMean"] for h in serial.history]
 
 
 def test_node_shared_noise_table_is_identical_everywhere(comm):
