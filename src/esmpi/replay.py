@@ -1,6 +1,6 @@
 """Replaying a saved policy: evaluation episodes (the ``eval`` command) and video (``video``).
 
-Both take a ``RunData`` from ``esmpi.analyze.load_run`` and rebuild the run's env and policy from the
+Both take a ``RunData`` from ``esmpi.runs.load_run`` and rebuild the run's env and policy from the
 checkpoint's config with its saved observation normalisation.
 
 - ``evaluate``: episodes spread over MPI ranks (episode ``e`` on rank ``e % size``), rank-count invariant
@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from .analyze import RunData
+from .runs import RunData
 from .errors import EsmpiError
 
 # seeding purpose tag for `eval`/`video` episodes: outside the trainer's tags (esmpi.seeding), so
@@ -61,21 +60,23 @@ def evaluate(rd: RunData, episodes: int, seed: int = 0, comm=None) -> dict:
     comm = comm or SerialComm()
     if episodes < 1:
         raise EsmpiError(f"--episodes {episodes}: need at least 1")
+    from . import candidates as C
+    from .evaluate import Evaluator
+
     obj = _objective(rd)
+    table = C.table(episodes)                  # the trainer's candidate table and evaluator, EVAL rows only
+    table["index"] = table["slot"] = np.arange(episodes)
+    table["kind"] = C.EVAL
+    C.set_addr(table, ANALYSIS_EVAL, np.arange(episodes))
     try:
-        mine = range(comm.rank, episodes, comm.size)
-        rows = np.empty((len(mine), 4))
-        for i, e in enumerate(mine):
-            r = obj.episode(rd.state.theta, episode_seed(seed, e), obj.max_episode_steps, False, None)
-            rows[i] = (e, np.nan if r.failed else r.ret, r.length, float(r.failed))
-            if r.failed:
-                print(f"[rank {comm.rank}] evaluation episode {e} failed: {r.reason}", file=sys.stderr, flush=True)
+        rows, _ = Evaluator(obj, None, seed, comm.rank).run(C.mine(table, comm.rank, comm.size),
+                                                           rd.state.theta.reshape(1, -1), 0, obj.max_episode_steps,
+                                                           obj.max_episode_steps)
     finally:
         obj.close()
-    allrows = comm.allgather_rows(rows).reshape(-1, 4)
-    allrows = allrows[np.argsort(allrows[:, 0], kind="stable")]
-    failed = allrows[:, 3] != 0
-    rets, lens = allrows[:, 1], allrows[:, 2]
+    res = C.Results.from_rows(comm.allgather_rows(rows), np.zeros((0, 2 + 2 * obj.obs_dim)),
+                              getattr(obj, "bc_dim", 0), obj.obs_dim)
+    failed, rets, lens = res.failed, res.returns, res.lengths
     ok = rets[~failed]
 
     def stat(a, fn):
