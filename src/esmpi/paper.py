@@ -146,6 +146,7 @@ class Run:
 
 
 MAIN_RE = re.compile(r"^(?P<task>[a-z0-9]+)-s(?P<seed>\d+)$")
+ARS_RE = re.compile(r"^ars-(?P<task>[a-z0-9]+)-s(?P<seed>\d+)$")    # ARS runs beside ES's (issue 11)
 
 
 def load_runs(root: Path) -> list[Run]:
@@ -179,6 +180,11 @@ def load_runs(root: Path) -> list[Run]:
 
 def task_of(run: Run) -> str | None:
     m = MAIN_RE.match(run.name)
+    return m.group("task") if m and m.group("task") in TASKS else None
+
+
+def ars_task_of(run: Run) -> str | None:
+    m = ARS_RE.match(run.name)
     return m.group("task") if m and m.group("task") in TASKS else None
 
 
@@ -237,8 +243,8 @@ def _fmt_dur(s: float) -> str:
 # ------------------------------------------------------------------------------------------ tables
 def main_table(runs: list[Run], window: int = DEFAULT_WINDOW) -> str:
     lines = [
-        "| task (ours: v5) | threshold (TRPO @ 5M, v1) | paper ES timesteps | ours: timesteps to threshold, median [range] (seeds reached/run) | our budget per seed (median reached) |",
-        "|---|---:|---:|---|---|",
+        "| task (ours: v5) | threshold (TRPO @ 5M, v1) | paper ES timesteps | ours: timesteps to threshold, median [range] (seeds reached/run) | our budget per seed (median reached) | ours, ARS: timesteps to threshold (seeds reached/run) |",
+        "|---|---:|---:|---|---|---|",
     ]
     for key, t in TASKS.items():
         rs = [r for r in runs if task_of(r) == key]
@@ -248,8 +254,11 @@ def main_table(runs: list[Run], window: int = DEFAULT_WINDOW) -> str:
             reached = fmt_steps(float(np.median([r.timesteps for r in rs])))
         else:
             ours, reached = "not run", "-"
+        ars = [r for r in runs if ars_task_of(r) == key]
+        ars_cell = summarize_seeds([first_crossing(r.history, t.threshold, window) for r in ars],
+                                   [r.timesteps for r in ars]) if ars else "not run"
         lines.append(f"| {t.env} | {t.threshold:.2f} | {fmt_steps(t.es_timesteps)} | {ours} | "
-                     f"{fmt_steps(t.budget)} ({reached}) |")
+                     f"{fmt_steps(t.budget)} ({reached}) | {ars_cell} |")
     return "\n".join(lines)
 
 
@@ -295,7 +304,7 @@ def run_table(runs: list[Run], walllog: dict[str, list[dict]], window: int = DEF
 def extra_table(runs: list[Run], window: int = DEFAULT_WINDOW) -> str:
     """Runs outside the main table: their key settings and the timesteps/wall time to each
     threshold of their task (HalfCheetah sensitivity) or to each multiple of 1,000 (others)."""
-    extra = [r for r in runs if task_of(r) is None]
+    extra = [r for r in runs if task_of(r) is None and ars_task_of(r) is None]
     if not extra:
         return "(none yet)"
     lines = ["| run | env | sigma | pairs/gen | timesteps | last-5 eval mean | timesteps (wall time) to each threshold |",
@@ -353,11 +362,16 @@ def humanoid_section(runs: list[Run], scale: dict | None, window: int = DEFAULT_
     out = []
     for r in hs:
         top = _best_smoothed(r, window)
-        lines = [f"**{r.name}**: {fmt_steps(r.timesteps)} timesteps, {len(r.history)} generations of "
+        cpu_min = r.wall * (r.world_size or 1) / 60
+        cost = (f" Cost: about {cpu_min:,.0f} CPU-minutes (wall time x ranks; the machine was shared, so this is an "
+                "upper bound), against ARS's ~1,000 (median 21 minutes on 48 CPUs to 6,000) and the paper's 14,400 "
+                "(1,440 cores x 10 minutes).")
+        lines = [f"**{r.name}** ({_cfg(r, 'strategy.name', 'openai_es')}, policy {_cfg(r, 'policy.hidden', '?')}): "
+                 f"{fmt_steps(r.timesteps)} timesteps, {len(r.history)} generations of "
                  f"{_episodes_per_gen(r) or '?'} episodes, {_fmt_dur(r.wall)} wall time "
                  f"(TimeElapsed over all sessions; last session on {r.world_size or '?'} rank(s)), "
                  f"{r.timesteps / max(r.wall, 1e-9):,.0f} timesteps/s overall; best {window}-generation eval mean "
-                 f"{_fmt_ret(top)}.", ""]
+                 f"{_fmt_ret(top)}." + cost, ""]
         # steps of 1,000 of return (the issue's unit); below 1,000, steps of 250 so that the cost of
         # the progress made so far is still read off the curve
         step = 1000.0 if math.isfinite(top) and top >= 1000 else 250.0
@@ -458,7 +472,11 @@ def figures(runs: list[Run], outdir: Path) -> list[Path]:
             made.append(_figure(rs, outdir / f"{key}.png",
                                 f"{t.env}: {len(rs)} seed(s), ES timesteps to TRPO@5M (v1) = {t.threshold:g} in the paper: "
                                 f"{fmt_steps(t.es_timesteps)}", t.thresholds()))
-    extra = [r for r in runs if task_of(r) is None]
+        ars = [r for r in runs if ars_task_of(r) == key]
+        if ars:   # ARS and OpenAI-ES side by side (plot_runs groups them by config)
+            made.append(_figure(ars + rs, outdir / f"ars-{key}.png",
+                                f"{t.env}: ARS ({len(ars)} seed(s)) and OpenAI-ES ({len(rs)})", t.thresholds()))
+    extra = [r for r in runs if task_of(r) is None and ars_task_of(r) is None]
     by_prefix: dict[str, list[Run]] = {}
     for r in extra:
         by_prefix.setdefault(re.sub(r"[0-9.]+-s\d+$|-s\d+$", "", r.name), []).append(r)
