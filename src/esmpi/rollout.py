@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .policy import MLPPolicy, MLPSpec
+from .errors import EsmpiError
 
 
 @dataclass
@@ -40,15 +40,14 @@ class EnvObjective:
     def __init__(self, cfg):
         from .envs import make_env  # the only gymnasium import lives there
 
+        from . import policies
+
         self.env = make_env(cfg.env)
+        try:
+            self.spec, self.policy = policies.make(cfg.policy, self.env.obs_dim, self.env.action, cfg.es.obs_clip)
+        except EsmpiError as e:
+            raise type(e)(f"{cfg.env.id}: {e}") from None
         p = cfg.policy
-        if p.action_bins and self.env.action.kind != "box":
-            from .errors import ConfigError
-            raise ConfigError(f"policy.action_bins={p.action_bins} needs a Box action space; "
-                              f"{cfg.env.id} has a Discrete one: set policy.action_bins = 0")
-        self.spec = MLPSpec(self.env.obs_dim, self.env.action, tuple(p.hidden), p.nonlinearity, p.action_bins,
-                            p.hidden_init_std, p.output_init_std)
-        self.policy = MLPPolicy(self.spec, cfg.es.obs_clip)
         self.num_params = self.spec.num_params
         self.obs_dim = self.env.obs_dim
         self.max_episode_steps = self.env.max_episode_steps
