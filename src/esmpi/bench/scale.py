@@ -6,7 +6,7 @@ Calibration (measured, from ``report.json``'s ``calibration`` section, or measur
 ``--measure`` or when there is no report): esmpi's CPU µs per Humanoid-v5 step in short (random-init)
 and long (1000-step) episodes, reset cost, per-pair perturbation cost, the episode-length sample of
 perturbed random-init 256-256 policies, the single-core weighted-sum rate (GB/s) of the current
-kernel, and the fixed cost of ``es.tell`` besides the weighted sum.
+kernel, and the fixed cost of OpenAI-ES's ``tell`` besides the weighted sum.
 
 Assumed (documented in ``ASSUMED``; override with ``--set key=value``):
 - the paper's cluster: 1,440 cores on 80 machines, so 18 cores (ranks) per node; one rank per core;
