@@ -6,7 +6,8 @@ at a time, recording wall time and load average per run in results/logs/walltime
 QUEUE.jsonl: one JSON object per line, read again before every launch (append to it while running):
     {"name": "hopper-s0", "np": 1, "args": ["--config", "jobs/hopper.toml", "--set", "run.seed=0"]}
     {"name": "hopper-s0", "np": 1, "resume": true, "args": ["--set", "run.max_timesteps=40000000"]}
-A name is run once (resume entries are keyed "name+resume#k"). At the deadline nothing more is
+A name is run once per queue process (resume entries are keyed "name+resume#k"); a new run whose
+directory already exists is skipped, so a queue can be started again on the same file. At the deadline nothing more is
 launched and running ones get SIGTERM (they checkpoint and exit 75: continue with --resume).
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main() -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     started: set[str] = set()
     live: dict[str, dict] = {}
-    stop_file = ROOT / a.log.replace("walltime.jsonl", "STOP")
+    stop_file = log.parent / "STOP"          # touch it to stop the queue early (like the deadline)
     terminated = False
     while True:
         # reap
@@ -84,6 +85,10 @@ def main() -> int:
                 if used + n > a.slots:
                     break  # keep queue order
                 out = runs / e["name"]
+                if not e.get("resume") and out.exists():   # a queue started again: that run is done or resumable
+                    started.add(key)
+                    print(f"[queue] skip {key}: {out} exists (add a resume entry to continue it)", flush=True)
+                    continue
                 if e.get("resume"):
                     cmd = ["--resume", str(out), *e.get("args", [])]
                 else:
