@@ -54,10 +54,14 @@ def check_game(game: str, key: str = "atari.game") -> str:
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise EnvError(f"{key} = {game!r}: unknown Atari game.{hint} "
                        "List them with: python -c \"import ale_py.roms as r; print(sorted(r.get_all_rom_ids()))\"")
-    path = roms.get_rom_path(rom)
-    if path is None or not path.exists():
-        raise EnvError(f"{key} = {game!r}: the ROM file for {rom!r} is missing ({path}); reinstall ale-py "
-                       "(its wheel ships the ROMs) or point ALE_ROMS_DIR at a directory holding it")
+    try:  # ale-py raises when the file is absent or its checksum is wrong, and honours ALE_ROMS_DIR
+        path = roms.get_rom_path(rom)
+        problem = None if path is not None and path.exists() else f"not found ({path})"
+    except (OSError, ValueError) as ex:
+        problem = f"{type(ex).__name__}: {ex}"
+    if problem:
+        raise EnvError(f"{key} = {game!r}: the ROM file for {rom!r} is missing or unreadable ({problem}); "
+                       "reinstall ale-py (its wheel ships the ROMs) or unset/fix ALE_ROMS_DIR")
     return rom
 
 
