@@ -191,3 +191,21 @@ def test_spec_round_trips_through_json():
     d = json.loads(json.dumps(spec.to_dict()))
     again = CNNSpec.from_dict(d)
     assert again.to_dict() == spec.to_dict() and again.num_params == spec.num_params
+
+
+@pytest.mark.parametrize("c_in,k,s,c_out,size", [(1, 3, 1, 3, 7), (2, 3, 2, 5, 9), (3, 4, 2, 2, 10)])
+def test_kernels_on_odd_shapes_equal_the_reference_to_the_bit(c_in, k, s, c_out, size):
+    """Odd channel counts and r counts not divisible by 4 take the kernels' tail loops."""
+    from esmpi.policies import cnn_kernels as K
+
+    rng = np.random.default_rng(c_in * 100 + c_out)
+    x = rng.standard_normal((c_in, size, size)).astype(np.float32)
+    W = rng.standard_normal((c_in * k * k, c_out)).astype(np.float32)
+    P, (oh, ow) = _im2col(x, k, s)
+    out = np.zeros((c_out, oh, ow), np.float32)
+    K.conv_raw(x, W, k, s, np.zeros_like(P), out)
+    assert np.array_equal(out, _sum_rows(P, W).reshape(c_out, oh, ow))
+    v = rng.standard_normal(c_in * k * k).astype(np.float32)
+    h = np.zeros(c_out, np.float32)
+    K.dense_raw(v, W, h)
+    assert np.array_equal(h, _sum_rows(v.reshape(-1, 1), W)[:, 0])
