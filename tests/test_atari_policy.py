@@ -203,9 +203,28 @@ def test_kernels_on_odd_shapes_equal_the_reference_to_the_bit(c_in, k, s, c_out,
     W = rng.standard_normal((c_in * k * k, c_out)).astype(np.float32)
     P, (oh, ow) = _im2col(x, k, s)
     out = np.zeros((c_out, oh, ow), np.float32)
-    K.conv_raw(x, W, k, s, np.zeros_like(P), out)
+    K.conv_raw(x, W, k, s, np.zeros((1,) + P.shape, np.float32), np.zeros(1, np.int64), out)
     assert np.array_equal(out, _sum_rows(P, W).reshape(c_out, oh, ow))
     v = rng.standard_normal(c_in * k * k).astype(np.float32)
     h = np.zeros(c_out, np.float32)
     K.dense_raw(v, W, h)
     assert np.array_equal(h, _sum_rows(v.reshape(-1, 1), W)[:, 0])
+
+
+def test_reusing_patches_of_shifted_frame_stacks_gives_the_same_bits():
+    """Along a frame-stacked sequence (obs_t[c] = frame[t + c]) the first layer reuses the patches of
+    the three older frames; a reset (no shift) re-extracts all. Every step must equal a fresh policy
+    (no history) and the numpy reference."""
+    spec, pol, theta, ref, rng = _policy("a3c", True, B=4)
+    fresh = CNNPolicy(spec)
+    fresh.set_reference_batch(ref)
+    pol.set_theta(theta)
+    fresh.set_theta(theta)
+    frames = rng.integers(0, 256, (9, 84, 84), dtype=np.uint8)
+    seq = [frames[t:t + 4] for t in range(6)] + [ref[1], frames[5:9]]    # shifts, a reset, a non-shift
+    for obs in seq:
+        a = pol(np.ascontiguousarray(obs))
+        fresh._have_prev[0] = 0                                        # forget history: extract all
+        assert a == fresh(np.ascontiguousarray(obs)) and np.array_equal(pol.logits, fresh.logits)
+    logits, a_ref, _ = _reference(spec, theta, ref, seq[-1])
+    assert np.array_equal(pol.logits, logits)

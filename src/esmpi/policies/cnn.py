@@ -96,25 +96,28 @@ class CNNSpec:
 class CNNPolicy:
     """``set_reference_batch(frames)`` once, ``set_theta(theta)`` per candidate, ``policy(obs) -> action``
     (an index into the minimal action set, or -1 when theta or the logits are not finite). All buffers
-    are allocated here; a step allocates nothing."""
+    are allocated here; a step allocates nothing. The first layer's patches are kept per frame and
+    reused when the next observation is this one shifted by a frame (``cnn_kernels.stack_patches``)."""
 
     def __init__(self, spec: CNNSpec):
         self.s = spec
         self.num_params = spec.num_params
-        self._x = np.zeros(spec.in_shape, np.float32)
+        stack, k, _, _, oh, ow = spec.convs[0]
+        self._blocks = np.zeros((stack, k * k, oh * ow), np.float32)   # first-layer patches, one block per frame
+        self._order = np.arange(stack, dtype=np.int64)                   # input channel c -> its block
+        self._prev = np.zeros(spec.in_shape, np.uint8)
+        self._have_prev = np.zeros(1, np.int64)
+        self._P = [np.zeros((1, ci * k * k, oh * ow), np.float32) for ci, k, _, _, oh, ow in spec.convs[1:]]
+        self._order0 = np.zeros(1, np.int64)
         self._h = [np.zeros((co, oh, ow), np.float32) for _, _, _, co, oh, ow in spec.convs] + \
                   [np.zeros(n, np.float32) for _, n in spec.fcs]
-        self._P = np.zeros((max(ci * k * k for ci, k, _, _, _, _ in spec.convs),
-                            max(oh * ow for _, _, _, _, oh, ow in spec.convs)), np.float32)  # im2col scratch
         self._logits = np.zeros(spec.n_actions, np.float32)
-        n_hidden = len(self._h)
         self.vbn_mean = [np.zeros(h.shape[0], np.float32) for h in self._h]
         self.vbn_inv_std = [np.ones(h.shape[0], np.float32) for h in self._h]
-        self._ref_x = None
+        self._ref = None
         self._ref_h = None
         self._layers = None
         self.ok = False
-        self._n_hidden = n_hidden
 
     def init_theta(self, rng: np.random.Generator) -> np.ndarray:
         return self.s.init_theta(rng)
@@ -123,15 +126,18 @@ class CNNPolicy:
         return self.s.to_dict()
 
     def set_reference_batch(self, frames_u8: np.ndarray) -> None:
-        """(B, stack, H, W) uint8 observations; converted to float32 once and kept for every set_theta."""
+        """(B, stack, H, W) uint8 observations, kept for every set_theta."""
         frames_u8 = np.ascontiguousarray(frames_u8, dtype=np.uint8)
         if frames_u8.ndim != 4 or frames_u8.shape[1:] != self.s.in_shape or frames_u8.shape[0] < 2:
             raise ConfigError(f"VBN reference batch: shape {frames_u8.shape}, expected (B >= 2, "
                               f"{', '.join(map(str, self.s.in_shape))})")
-        self._ref_x = np.empty(frames_u8.shape, np.float32)
-        K.to_float(frames_u8, _LUT, self._ref_x)
+        self._ref = frames_u8
         B = frames_u8.shape[0]
         self._ref_h = [np.zeros((B,) + h.shape, np.float32) for h in self._h]
+        self._ref_blocks = np.zeros_like(self._blocks)
+        self._ref_order = np.arange(self.s.in_shape[0], dtype=np.int64)
+        self._ref_prev = np.zeros(self.s.in_shape, np.uint8)
+        self._ref_flag = np.zeros(1, np.int64)
 
     def set_theta(self, theta: np.ndarray) -> bool:
         """Bind theta (kept by reference: do not modify it while acting) and, with VBN, recompute the
@@ -141,27 +147,40 @@ class CNNPolicy:
         self._layers = self.s.unflatten(theta)
         self.ok = bool(np.isfinite(theta).all())
         if self.ok and self.s.vbn:
-            if self._ref_x is None:
+            if self._ref is None:
                 raise RuntimeError("VBN policy: set_reference_batch must be called before set_theta")
             self._reference_stats()
             self.ok = all(np.isfinite(m).all() and np.isfinite(v).all()
                           for m, v in zip(self.vbn_mean, self.vbn_inv_std))
         return self.ok
 
+    def _raw(self, li, x, h, blocks=None, order=None):
+        """Layer li's raw (pre-normalisation) activations of one input into ``h``."""
+        s, W = self.s, self._layers[li][0]
+        if li == 0:
+            K.patch_sum(blocks, order, W, h)
+        elif li < len(s.convs):
+            _, k, st, _, _, _ = s.convs[li]
+            K.conv_raw(x, W, k, st, self._P[li - 1], self._order0, h)
+        else:
+            K.dense_raw(x.ravel(), W, h)
+
     def _reference_stats(self) -> None:
         """Layer by layer over the whole reference batch: raw activations, their statistics, then the
         normalised ReLU output that feeds the next layer (so layer l's statistics see layers < l
         normalised by theirs)."""
-        s, L, eps = self.s, self._layers, self.s.vbn_eps
-        x_b = self._ref_x
+        s, eps = self.s, self.s.vbn_eps
+        _, k, st, _, oh, ow = s.convs[0]
+        x_b = None
         for li, h_b in enumerate(self._ref_h):
-            W, shift = L[li]
             for b in range(h_b.shape[0]):
-                if li < len(s.convs):
-                    K.conv_raw(x_b[b], W, s.convs[li][1], s.convs[li][2], self._P, h_b[b])
-                else:
-                    K.dense_raw(x_b[b].ravel(), W, h_b[b])
+                if li == 0:
+                    self._ref_flag[0] = 0      # reference frames are not consecutive: extract all
+                    K.stack_patches(self._ref[b], self._ref_prev, self._ref_flag, _LUT, k, st, oh, ow,
+                                    self._ref_blocks, self._ref_order)
+                self._raw(li, None if li == 0 else x_b[b], h_b[b], self._ref_blocks, self._ref_order)
             K.batch_stats(h_b, eps, self.vbn_mean[li], self.vbn_inv_std[li])
+            shift = self._layers[li][1]
             for b in range(h_b.shape[0]):
                 K.shift_relu(h_b[b], shift, self.vbn_mean[li], self.vbn_inv_std[li], True)
             x_b = h_b
@@ -170,15 +189,12 @@ class CNNPolicy:
         if not self.ok:
             return -1
         s, L, vbn = self.s, self._layers, self.s.vbn
-        K.to_float(obs_u8, _LUT, self._x)
-        x = self._x
+        _, k, st, _, oh, ow = s.convs[0]
+        K.stack_patches(obs_u8, self._prev, self._have_prev, _LUT, k, st, oh, ow, self._blocks, self._order)
+        x = None
         for li, h in enumerate(self._h):
-            W, shift = L[li]
-            if li < len(s.convs):
-                K.conv_raw(x, W, s.convs[li][1], s.convs[li][2], self._P, h)
-            else:
-                K.dense_raw(x.ravel(), W, h)
-            K.shift_relu(h, shift, self.vbn_mean[li], self.vbn_inv_std[li], vbn)
+            self._raw(li, x, h, self._blocks, self._order)
+            K.shift_relu(h, L[li][1], self.vbn_mean[li], self.vbn_inv_std[li], vbn)
             x = h
         W, b = L[-1]
         return int(K.out_argmax(x.ravel(), W, b, self._logits))

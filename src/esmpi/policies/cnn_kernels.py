@@ -19,25 +19,10 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def to_float(obs_u8, lut, out):
-    """uint8 frames -> float32 ``lut[obs]`` (lut = arange(256) / 255): exact, no division per pixel."""
-    o = out.ravel()
-    b = obs_u8.ravel()
-    for i in range(b.size):
-        o[i] = lut[b[i]]
-
-
-@numba.njit(cache=True, nogil=True)
-def conv_raw(x, W, k, s, P, out):
-    """``out[o, y, x] = sum_r patch(y, x)[r] * W[r, o]``, summed over r in order. ``P`` is
-    (c_in*k*k, >= OH*OW) scratch for the patches (im2col, one row per r): the inner loop is then
-    an axpy over all output positions, which vectorises, while each output still sums its r terms
-    in index order (the same bits as a per-position loop)."""
-    c_in = x.shape[0]
-    c_out, oh, ow = out.shape
-    npos = oh * ow
+def im2col(x, k, s, oh, ow, P):
+    """Patches of (c_in, H, W) ``x`` into ``P[r, oy * ow + ox]``, r = (c * k + i) * k + j."""
     r = 0
-    for c in range(c_in):
+    for c in range(x.shape[0]):
         for i in range(k):
             for j in range(k):
                 for oy in range(oh):
@@ -45,29 +30,89 @@ def conv_raw(x, W, k, s, P, out):
                     for ox in range(ow):
                         P[r, oy * ow + ox] = row[ox * s + j]
                 r += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def frame_patches(frame_u8, lut, k, s, oh, ow, block):
+    """Patches of one uint8 frame (H, W), converted by ``lut``, into ``block[i * k + j, q]``."""
+    for i in range(k):
+        for j in range(k):
+            r = i * k + j
+            for oy in range(oh):
+                row = frame_u8[oy * s + i]
+                for ox in range(ow):
+                    block[r, oy * ow + ox] = lut[row[ox * s + j]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _same(a, b):
+    fa, fb = a.ravel(), b.ravel()
+    for i in range(fa.size):
+        if fa[i] != fb[i]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def stack_patches(obs_u8, prev_u8, have_prev, lut, k, s, oh, ow, blocks, order):
+    """First-layer patches of a (stack, H, W) uint8 observation as one block per frame, input channel
+    c reading ``blocks[order[c]]``. When the observation is the previous one shifted by a frame (the
+    frame stack's normal step: obs[c] == prev[c + 1]), the blocks rotate and only the newest frame is
+    extracted: a quarter of the work for a stack of 4; otherwise (a reset) every frame is. The
+    patches, and so the bits downstream, are the same either way."""
+    n = obs_u8.shape[0]
+    shifted = have_prev[0] == 1
+    if shifted:
+        for c in range(n - 1):
+            if not _same(obs_u8[c], prev_u8[c + 1]):
+                shifted = False
+                break
+    if shifted:
+        first = order[0]
+        for c in range(n - 1):
+            order[c] = order[c + 1]
+        order[n - 1] = first
+        frame_patches(obs_u8[n - 1], lut, k, s, oh, ow, blocks[first])
+    else:
+        for c in range(n):
+            order[c] = c
+            frame_patches(obs_u8[c], lut, k, s, oh, ow, blocks[c])
+    prev_u8[:] = obs_u8
+    have_prev[0] = 1
+
+
+@numba.njit(cache=True, nogil=True)
+def patch_sum(P, order, W, out):
+    """``out[o, q] = sum_r P_r[q] * W[r, o]`` summed over r in order, where patch row r is
+    ``P[order[r // rpb], r % rpb]`` (rpb = P.shape[1]; one block of rows per input channel group).
+    Two output channels at a time, four r per pass: each patch row loaded once feeds 8 products and
+    a row of outputs is loaded/stored once per 4 terms (2-4x faster than one r at a time); the
+    parenthesised sums keep every output's terms in r order, so the bits are those of a plain loop."""
+    R, c_out = W.shape
+    rpb = P.shape[1]
+    npos = out.size // c_out
     o2 = out.reshape(c_out, npos)
     for o in range(c_out):
         for q in range(npos):
             o2[o, q] = np.float32(0.0)
-    R = c_in * k * k
     o = 0
-    # Two output channels at a time, four r per pass: each P row loaded once feeds 8 products and a
-    # row of outputs is loaded/stored once per 4 terms (2-4x faster than one r at a time). The
-    # parenthesised sums keep every output's terms in r order, so the bits do not change.
     while o + 2 <= c_out:
         ra, rb = o2[o], o2[o + 1]
         r = 0
         while r + 4 <= R:
             a0, a1, a2, a3 = W[r, o], W[r + 1, o], W[r + 2, o], W[r + 3, o]
             b0, b1, b2, b3 = W[r, o + 1], W[r + 1, o + 1], W[r + 2, o + 1], W[r + 3, o + 1]
-            p0, p1, p2, p3 = P[r], P[r + 1], P[r + 2], P[r + 3]
+            p0 = P[order[r // rpb], r % rpb]
+            p1 = P[order[(r + 1) // rpb], (r + 1) % rpb]
+            p2 = P[order[(r + 2) // rpb], (r + 2) % rpb]
+            p3 = P[order[(r + 3) // rpb], (r + 3) % rpb]
             for q in range(npos):
                 x0, x1, x2, x3 = p0[q], p1[q], p2[q], p3[q]
                 ra[q] = (((ra[q] + a0 * x0) + a1 * x1) + a2 * x2) + a3 * x3
                 rb[q] = (((rb[q] + b0 * x0) + b1 * x1) + b2 * x2) + b3 * x3
             r += 4
         while r < R:
-            a0, b0, p0 = W[r, o], W[r, o + 1], P[r]
+            a0, b0, p0 = W[r, o], W[r, o + 1], P[order[r // rpb], r % rpb]
             for q in range(npos):
                 ra[q] += a0 * p0[q]
                 rb[q] += b0 * p0[q]
@@ -76,9 +121,19 @@ def conv_raw(x, W, k, s, P, out):
     if o < c_out:  # an odd channel count
         ra = o2[o]
         for r in range(R):
-            a0, p0 = W[r, o], P[r]
+            a0, p0 = W[r, o], P[order[r // rpb], r % rpb]
             for q in range(npos):
                 ra[q] += a0 * p0[q]
+
+
+@numba.njit(cache=True, nogil=True)
+def conv_raw(x, W, k, s, P, order0, out):
+    """``out[o, y, x] = sum_r patch(y, x)[r] * W[r, o]`` for a float32 (c_in, H, W) input; ``P`` is
+    (1, c_in*k*k, OH*OW) im2col scratch, ``order0`` a (1,) int64 zero. The inner loop is an axpy
+    over all output positions (it vectorises) while every output sums its r terms in index order."""
+    c_out, oh, ow = out.shape
+    im2col(x, k, s, oh, ow, P[0])
+    patch_sum(P, order0, W, out)
 
 
 @numba.njit(cache=True, nogil=True)
