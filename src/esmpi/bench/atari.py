@@ -125,8 +125,8 @@ def run(prof: dict):
         figs.append(figure(f"atari.forward.{net}", "8 atari", f"{net} net + VBN forward pass per agent step, "
                            f"4x84x84 uint8 frames of a random Pong episode in order ({o.num_params:,} params, "
                            f"{o.n_actions} actions)", median(fwd), "µs", raw=fwd, load=ld, cpu_wall={},
-                           info=f"CPU time {median(fwd_cpu):.0f} µs per step (the wall time minus what other "
-                                f"processes took); set_theta (VBN statistics over {len(ref)} reference "
+                           info=f"CPU time of this process {median(fwd_cpu):.0f} µs per step (on a contended "
+                                f"machine the wall time also holds other processes' turns); set_theta (VBN statistics over {len(ref)} reference "
                                 f"frames, once per episode): {median(st):.1f} ms."))
         details[f"forward_us_{net}"] = fwd
         details[f"forward_cpu_us_{net}"] = fwd_cpu
