@@ -191,6 +191,12 @@ def test_spec_round_trips_through_json():
     d = json.loads(json.dumps(spec.to_dict()))
     again = CNNSpec.from_dict(d)
     assert again.to_dict() == spec.to_dict() and again.num_params == spec.num_params
+    pol, rebuilt = CNNPolicy(spec), CNNPolicy.from_spec(json.loads(json.dumps(CNNPolicy(spec).spec())))
+    theta = spec.init_theta(np.random.default_rng(2))
+    obs = np.random.default_rng(3).integers(0, 256, spec.in_shape, dtype=np.uint8)
+    pol.set_theta(theta)
+    rebuilt.set_theta(theta)
+    assert pol(obs) == rebuilt(obs) and np.array_equal(pol.logits, rebuilt.logits)
 
 
 @pytest.mark.parametrize("c_in,k,s,c_out,size", [(1, 3, 1, 3, 7), (2, 3, 2, 5, 9), (3, 4, 2, 2, 10)])

@@ -125,6 +125,11 @@ class CNNPolicy:
     def spec(self) -> dict:
         return self.s.to_dict()
 
+    @classmethod
+    def from_spec(cls, d: dict) -> "CNNPolicy":
+        """Rebuild from ``spec()`` (e.g. a checkpoint's JSON); a VBN policy then needs its reference batch."""
+        return cls(CNNSpec.from_dict(d))
+
     def set_reference_batch(self, frames_u8: np.ndarray) -> None:
         """(B, stack, H, W) uint8 observations, kept for every set_theta."""
         frames_u8 = np.ascontiguousarray(frames_u8, dtype=np.uint8)
