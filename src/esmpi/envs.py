@@ -175,3 +175,23 @@ def make_env(env_cfg) -> Env:
     if not limit:
         raise EnvError(f"env {env_cfg.id!r} has no registered time limit; set env.max_episode_steps in the config")
     return Env(env_cfg.id, e, obs_dim, action, int(limit))
+
+
+def make_atari_env(game_env, noop_max: int, frame_skip: int, screen_size: int, frame_stack: int) -> gym.Env:
+    """DeepMind preprocessing with gymnasium's own wrappers around a raw ale-py env (built by
+    ``esmpi.atari.games``, frame skip 1): ``AtariPreprocessing`` (1..noop_max no-ops drawn from the
+    env's seeded generator, the action repeated ``frame_skip`` times with the max over the last two
+    frames, grey ``screen_size`` squared by area interpolation, uint8, no life-loss terminal, no
+    reward clipping: those are the wrapper's defaults) then ``FrameStackObservation`` (the last
+    ``frame_stack`` frames, (stack, H, W) uint8, padded at reset with the reset frame; always applied,
+    so a stack of 1 still has its leading axis)."""
+    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - a dependency
+        raise EnvError("atari: gymnasium's AtariPreprocessing needs OpenCV; pip install opencv-python-headless") from None
+    cv2.setNumThreads(1)  # one rank per core: OpenCV's thread pool would oversubscribe the node
+    env = AtariPreprocessing(game_env, noop_max=noop_max, frame_skip=frame_skip, screen_size=screen_size,
+                             terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False)
+    return FrameStackObservation(env, frame_stack)

@@ -34,6 +34,7 @@ class EpisodeResult:
     obs_sum: np.ndarray | None = None     # (obs_dim,) float64 when recorded
     obs_sumsq: np.ndarray | None = None
     obs_count: int = 0
+    bc: np.ndarray | None = None   # (bc_dim,) float64 behaviour characterisation, or None
 
 
 class EnvObjective:

@@ -16,6 +16,7 @@ EPISODE = 3          # (g, block, pair, sign) -> env reset seed and action noise
 EVAL = 4             # (g, episode) -> evaluation episode seed
 INIT_THETA = 5       # () -> initial policy parameters
 EXTRA = 6            # (g, block, rank, k) -> offset, obs-stat draw and episode seeds of a 'steal' extra pair
+REF_BATCH = 7        # (episode) -> reset seed of a reference-batch episode; () -> its actions and frame picks
 
 
 def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:

@@ -13,6 +13,9 @@ PROFILES = {
         # collectives (the paper's 5,000 pairs)
         "probe_pairs": 24, "generations": 6, "coll_pairs": 5_000, "coll_repeats": 100, "n_eval": 30, "obs_dim": 348,
         "ranks": [1, 2, 4], "mpi_timeout": 300, "monte_carlo": 8,
+        # 8 atari: agent steps per repeat, repeats, episode cap (a random Pong episode lasts ~800 steps),
+        # forward calls per timing
+        "atari_steps": 3_000, "atari_repeats": 5, "atari_cutoff": 1_000, "atari_forward_calls": 300,
     },
     "quick": {
         "rollout_steps": {"HalfCheetah-v5": 5_000, "Humanoid-v5": 1_200}, "rollout_repeats": 3,
@@ -21,6 +24,7 @@ PROFILES = {
         "split_repeats": 3, "split_repeats_oversubscribed": 1,
         "probe_pairs": 8, "generations": 3, "coll_pairs": 500, "coll_repeats": 30, "n_eval": 4, "obs_dim": 348,
         "ranks": [1, 2, 4], "mpi_timeout": 180, "monte_carlo": 4,
+        "atari_steps": 1_000, "atari_repeats": 3, "atari_cutoff": 500, "atari_forward_calls": 100,
     },
     "tiny": {
         "rollout_steps": {"HalfCheetah-v5": 300, "Humanoid-v5": 200}, "rollout_repeats": 2,
@@ -29,5 +33,6 @@ PROFILES = {
         "split_repeats": 2, "split_repeats_oversubscribed": 1,
         "probe_pairs": 2, "generations": 1, "coll_pairs": 64, "coll_repeats": 5, "n_eval": 2, "obs_dim": 348,
         "ranks": [1, 2], "mpi_timeout": 120, "monte_carlo": 2,
+        "atari_steps": 100, "atari_repeats": 1, "atari_cutoff": 50, "atari_forward_calls": 5,
     },
 }
