@@ -76,9 +76,11 @@ def summarize(rd: RunData) -> dict:
     out = {
         "checkpoint": str(rd.checkpoint),
         "run_dir": str(rd.run_dir) if rd.run_dir else None,
-        "env_id": policy.get("env_id") or rd.config.get("env", {}).get("id"),
+        "env_id": policy.get("env_id") or (f"atari-{policy['game']}" if policy.get("objective") == "atari" else None)
+                  or rd.config.get("env", {}).get("id"),
+        "strategy": rd.attrs.get("strategy", "openai_es"),
         "env_kwargs": rd.config.get("env", {}).get("kwargs", {}),
-        "policy_layers": policy.get("layer_sizes"),
+        "policy_layers": policy.get("layer_sizes") or policy.get("net"),
         "num_params": attrs.get("num_params"),
         "config": {k: flat[k] for k in HIGHLIGHT_KEYS if k in flat},
         "budget": {k: v for k, v in rd.config.get("run", {}).items() if k != "seed" and v},
@@ -136,6 +138,7 @@ def format_info(s: dict) -> str:
     L.append(f"checkpoint   {s['checkpoint']}" + (f"  (run {s['run_dir']})" if s.get("run_dir") else ""))
     kw = f" {s['env_kwargs']}" if s.get("env_kwargs") else ""
     L.append(f"env          {s['env_id']}{kw}")
+    L.append(f"strategy     {s['strategy']}")
     L.append(f"policy       layers {s['policy_layers']}, {s['num_params']} parameters")
     cfg = s["config"]
     L.append("config       " + ", ".join(f"{k}={v}" for k, v in cfg.items()))

@@ -203,11 +203,9 @@ def template(cfg, num_params: int, obs_dim: int, bc_dim: int = 0, extra: dict | 
     return TrainState(strat, ObsStats.initial(obs_dim), cutoff=1, extra=dict(extra or {}))
 
 
-def load(path: str | Path, extra_template: dict | None = None) -> dict:
+def load(path: str | Path) -> dict:
     """Read and validate a checkpoint. Returns dict(state=TrainState, history=list[dict], config_json,
-    config, attrs=dict). Raises CheckpointError naming the file and what is wrong.
-
-    ``extra_template``: the objective's state (e.g. a VBN reference batch) the file must hold."""
+    config, attrs=dict). Raises CheckpointError naming the file and what is wrong."""
     from .config import config_from_dict
     from .errors import ConfigError
 
@@ -254,7 +252,8 @@ def load(path: str | Path, extra_template: dict | None = None) -> dict:
             raise CheckpointError(f"{path}: attribute 'strategy' is {strategy!r} but its config says "
                                   f"strategy.name = {cfg.strategy.name!r}")
         try:
-            want = template(cfg, num_params, obs_dim, bc_dim, extra_template)
+            from .objectives import extra_template   # e.g. the VBN reference batch of an Atari run
+            want = template(cfg, num_params, obs_dim, bc_dim, extra_template(cfg))
             state = rebuild(want, _reader(_require(f, "state", path), lv))
             table = _require(f, "history", path)[()]
         except KeyError as e:

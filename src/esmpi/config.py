@@ -152,6 +152,10 @@ class StrategyConfig(_Section):
         return v
 
 
+class ObjectiveConfig(_Section):
+    kind: Literal["gym", "atari"] = Field("gym", description="What a candidate is scored on: 'gym' (any gymnasium id in env.id, MuJoCo and classic control) or 'atari' (pixels, the [atari] table; docs/atari.md).")
+
+
 class ARSConfig(_Section):
     top_directions: int = Field(0, ge=0, description="b: keep the b directions with the largest max(r+, r-) (the '-t' versions); 0 = all es.pairs_per_generation directions (V1/V2).")
     stepsize: float = Field(0.02, gt=0, description="alpha: step size of the plain SGD update.")
@@ -170,6 +174,8 @@ class Config(_Section):
     checks: ChecksConfig = ChecksConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     ars: ARSConfig = ARSConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    atari: dict[str, Any] = Field(default_factory=dict, description="objective.kind = 'atari': game, preprocessing, network and VBN keys, checked by esmpi.atari.settings (docs/atari.md).")
 
     @model_validator(mode="after")
     def _strategy_keys(self):
@@ -178,10 +184,17 @@ class Config(_Section):
                              f"es.pairs_per_generation = {self.es.pairs_per_generation} (the directions per iteration)")
         return self
 
+    @property
+    def task(self) -> str:
+        """What the run is trained on, for messages and names: the env id, or ``atari-GAME``."""
+        return f"atari-{self.atari.get('game', 'pong')}" if self.objective.kind == "atari" else self.env.id
+
     def to_dict(self) -> dict:
         """The config as a tree, without the keys that belong to other strategies (so a saved config
         loads back under the same strategy-ownership check)."""
         tree = self.model_dump(mode="python")
+        if self.objective.kind != "atari":
+            tree.pop("atari", None)
         for owner, keys in STRATEGY_KEYS.items():
             if owner != self.strategy.name:
                 for k in keys:
@@ -289,9 +302,16 @@ def parse_override(item: str) -> tuple[str, Any]:
 def config_from_dict(tree: dict, source: str = "<config>") -> Config:
     _foreign_keys(tree, source)
     try:
-        return Config.model_validate(tree)
+        cfg = Config.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, source)) from None
+    if cfg.objective.kind == "atari":
+        from .atari.settings import AtariSettings
+        AtariSettings.from_dict(cfg.atari, source)          # every [atari] key, one line naming it
+    elif cfg.atari:
+        raise ConfigError(f"{source}: key 'atari.{next(iter(cfg.atari))}' needs objective.kind = \"atari\" "
+                          f"(it is {cfg.objective.kind!r}): set it, or remove the [atari] table")
+    return cfg
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), base_tree: dict | None = None,
@@ -337,6 +357,9 @@ def markdown() -> str:
            "Unknown keys, wrong types and out-of-range values are refused with the file and key named.", ""]
     for section, field in Config.model_fields.items():
         model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):   # a free-form table, checked elsewhere
+            out += [f"## [{section}]", "", field.description or "", ""]
+            continue
         out += [f"## [{section}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         for name, f in model.model_fields.items():
             default = f.get_default(call_default_factory=True)

@@ -113,8 +113,44 @@ class LoadedPolicy:
                 f"generation={self.generation}, from {str(self.path)!r})")
 
 
-def policy_from_checkpoint(ck: dict, path: Path) -> LoadedPolicy:
+class LoadedAtariPolicy:
+    """Callable ``obs (stack, H, W) uint8 -> action index`` of an Atari run: its CNN with the saved theta
+    and, with VBN, the saved reference batch (statistics recomputed once, as in training).
+    ``make_env()`` gives the same preprocessed env; ``env_id`` is ``atari-GAME``."""
+
+    def __init__(self, path: Path, ck: dict):
+        from .objectives import make
+
+        cfg = ck["config"]
+        self.path, self.config, self.generation = path, ck["config_json"], ck["state"].generation
+        self._obj = make(cfg)
+        self._obj.set_objective_state(ck["state"].extra)
+        self.theta = ck["state"].theta
+        if self._obj.num_params != self.theta.size:
+            raise CheckpointError(f"{path}: the [atari] config describes {self._obj.num_params} parameters, "
+                                  f"theta has {self.theta.size}")
+        if not self._obj.policy.set_theta(self.theta):
+            raise CheckpointError(f"{path}: theta gives non-finite VBN statistics")
+        self.env_id = f"atari-{self._obj.game}"
+        self.max_episode_steps = self._obj.max_episode_steps
+
+    def __call__(self, obs) -> int:
+        a = self._obj.policy(np.asarray(obs))
+        if a < 0:
+            raise ValueError("non-finite logits for this observation")
+        return int(a)
+
+    def make_env(self, **kwargs):
+        return self._obj.env
+
+    def __repr__(self):
+        return f"LoadedAtariPolicy({self.env_id!r}, generation={self.generation}, from {str(self.path)!r})"
+
+
+def policy_from_checkpoint(ck: dict, path: Path):
     """Build the policy from an already loaded checkpoint dict (``esmpi.checkpoint.load``)."""
+    if ck.get("config") is not None and ck["config"].objective.kind == "atari":
+        return LoadedAtariPolicy(path, ck)
     attrs = ck["attrs"]
     try:
         policy = json.loads(attrs.get("policy_json") or "{}")

@@ -36,17 +36,20 @@ def episode_seed(seed: int, episode: int) -> int:
 
 
 def _objective(rd: RunData):
-    """An ``EnvObjective`` for the run's env and policy, with the checkpoint's normalisation set."""
+    """The run's objective (env and policy, or Atari game and CNN) with the checkpoint's observation
+    normalisation and objective state (a VBN reference batch) set."""
     from .config import config_from_dict
-    from .rollout import EnvObjective
+    from .objectives import make
 
     cfg = config_from_dict(rd.config, f"{rd.checkpoint} (config_json)")
-    obj = EnvObjective(cfg)
+    obj = make(cfg)
     if obj.num_params != rd.state.theta.size:
         raise EsmpiError(f"{rd.checkpoint}: the config's policy has {obj.num_params} parameters, theta has "
                          f"{rd.state.theta.size}: the env or policy code changed since this checkpoint was written")
     if obj.obs_dim:
         obj.set_obs_norm(*rd.state.obs.mean_std(cfg.es.obs_std_floor))
+    if rd.state.extra and hasattr(obj, "set_objective_state"):
+        obj.set_objective_state(rd.state.extra)
     return obj
 
 
@@ -83,7 +86,7 @@ def evaluate(rd: RunData, episodes: int, seed: int = 0, comm=None) -> dict:
         return float(fn(a)) if a.size else math.nan
 
     return {
-        "checkpoint": str(rd.checkpoint), "env_id": rd.config.get("env", {}).get("id"), "generation": rd.state.generation,
+        "checkpoint": str(rd.checkpoint), "env_id": rd.ck["config"].task if rd.ck.get("config") else rd.config.get("env", {}).get("id"), "generation": rd.state.generation,
         "episodes": int(episodes), "seed": int(seed), "ranks": int(comm.size), "failed": int(failed.sum()),
         "return_mean": stat(ok, np.mean), "return_std": stat(ok, np.std), "return_min": stat(ok, np.min),
         "return_max": stat(ok, np.max), "length_mean": float(lens.mean()), "length_std": float(lens.std()),

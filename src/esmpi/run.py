@@ -97,7 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _default_run_dir(cfg, root: str) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = cfg.env.id.replace("/", "_").replace(":", "_")
+    name = cfg.task.replace("/", "_").replace(":", "_")
     return Path(root) / f"{name}-s{cfg.run.seed}-{stamp}"
 
 
@@ -161,7 +161,7 @@ def _main(args, comm, signals) -> int:
     from . import checkpoint, resume
     from .config import dump_config, load_config
     from .metrics import JsonlSink, ProgressLine
-    from .rollout import EnvObjective
+    from . import objectives
     from .train import Trainer
 
     if args.resume and args.out:
@@ -215,7 +215,7 @@ def _main(args, comm, signals) -> int:
             jl.unlink()
 
     _agree(comm, prepare_dir)
-    objective = _agree(comm, lambda: EnvObjective(cfg))
+    objective = _agree(comm, lambda: objectives.make(cfg))
     return _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, signals.stop,
                   signals.checkpoint, args)
 
@@ -238,7 +238,7 @@ def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, res
         budget = ", ".join(f"{k}={v}" for k, v in cfg.run.model_dump().items() if k not in skip and v)
         what = {"fresh": "run directory", "restart": "restarting (no checkpoint yet) in",
                 "resume": f"resuming generation {trainer.state.generation} of"}[mode]
-        print(f"esmpi: {cfg.env.id}, {objective.num_params} parameters, {comm.size} rank(s) "
+        print(f"esmpi: {cfg.task}, {cfg.strategy.name}, {objective.num_params} parameters, {comm.size} rank(s) "
               f"[{getattr(comm, 'library', '')}], {cfg.es.pairs_per_generation} pairs/generation, "
               f"seed {cfg.run.seed}, budget {budget}\nesmpi: {what} {run_dir}", flush=True)
         if mode == "resume" and resumes[-1]["changes"]:

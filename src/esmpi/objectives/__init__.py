@@ -5,3 +5,28 @@ characterisation), max_episode_steps, initial_theta(rng), set_obs_norm(mean, std
 episode(theta, seed, cutoff, record_obs, action_noise_rng, abandon) -> EpisodeResult,
 spec_dict(), close()``; see ``esmpi.rollout`` for the episode conventions.
 """
+
+
+def make(cfg):
+    """The objective of a run: ``objective.kind`` 'gym' (``env.id``) or 'atari' (``[atari]``)."""
+    if cfg.objective.kind == "atari":
+        from .atari import AtariObjective
+        return AtariObjective(cfg.atari, "[atari]")
+    from ..rollout import EnvObjective
+    return EnvObjective(cfg)
+
+
+def extra_template(cfg) -> dict:
+    """Zeros shaped like the objective state a run of ``cfg`` keeps in ``TrainState.extra`` (what a
+    checkpoint is checked against), built without an env: the VBN reference batch for Atari."""
+    import numpy as np
+
+    if cfg.objective.kind != "atari":
+        return {}
+    from ..atari.settings import AtariSettings
+    from .atari import REF_KEY
+
+    s = AtariSettings.from_dict(cfg.atari)
+    if not s.vbn:
+        return {}
+    return {REF_KEY: np.zeros((s.ref_batch_size, s.frame_stack, s.screen_size, s.screen_size), np.uint8)}

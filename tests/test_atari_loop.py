@@ -1,0 +1,56 @@
+"""Atari in the one loop (issue 15): a tiny Pong run trains, checkpoints the VBN reference batch with
+the state, resumes bitwise without regathering it, and loads back as a policy."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ale_py")
+
+from esmpi import checkpoint  # noqa: E402
+from esmpi.comm import SerialComm  # noqa: E402
+from esmpi.config import config_from_dict  # noqa: E402
+from esmpi.objectives import make  # noqa: E402
+from esmpi.state import digest  # noqa: E402
+from esmpi.train import Trainer  # noqa: E402
+
+
+def pong(generations):
+    return config_from_dict({
+        "run": {"seed": 1, "generations": generations},
+        "objective": {"kind": "atari"},
+        "atari": {"game": "pong", "frame_cap": 160, "ref_batch_size": 8, "ref_batch_prob": 0.5},
+        "es": {"pairs_per_generation": 2, "eval_episodes": 1, "obs_stat_fraction": 0.0},
+        "noise": {"size": 1_000_000},
+        "checks": {"replica_check_every": 1},
+    }, "<atari test>")
+
+
+def train(cfg, **kw):
+    t = Trainer(cfg, make(cfg), SerialComm(), **kw)
+    t.run()
+    return t
+
+
+def test_pong_trains_checkpoints_its_reference_batch_and_resumes_bitwise(tmp_path):
+    full = train(pong(3))
+    ref = full.state.extra["vbn_ref_batch"]
+    assert ref.shape == (8, 4, 84, 84) and ref.dtype == np.uint8 and ref.any()
+    half = train(pong(2))
+    ck = checkpoint.load(half.save_checkpoint(tmp_path / "c.h5"))
+    np.testing.assert_array_equal(ck["state"].extra["vbn_ref_batch"], ref)
+    obj = make(pong(3))
+    obj.initial_objective_state = None          # a resumed run must never regather the batch
+    cont = Trainer(pong(3), obj, SerialComm(), state=ck["state"], history=ck["history"])
+    cont.run()
+    assert digest(cont.state) == digest(full.state)
+    import esmpi
+    p = esmpi.load_policy(tmp_path / "c.h5")
+    assert 0 <= p(np.zeros((4, 84, 84), np.uint8)) < 6
+
+
+def test_atari_keys_need_the_atari_objective():
+    from esmpi.config import ConfigError
+    with pytest.raises(ConfigError, match="key 'atari.game' needs objective.kind = \"atari\""):
+        config_from_dict({"atari": {"game": "pong"}}, "job.toml")
+    with pytest.raises(ConfigError, match="job.toml: atari.frame_skip = 0"):
+        config_from_dict({"objective": {"kind": "atari"}, "atari": {"frame_skip": 0}}, "job.toml")
