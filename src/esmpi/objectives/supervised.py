@@ -97,7 +97,8 @@ class SupervisedObjective:
 
     def episode(self, theta, seed, cutoff, record_obs=False, action_noise_rng=None, abandon=None) -> EpisodeResult:
         x, y = self._load_batch(seed)
-        loss = self.net.loss(theta, x, y)
+        with np.errstate(all="ignore"):   # a non-finite theta is reported by the result, not a warning
+            loss = self.net.loss(theta, x, y)
         if not math.isfinite(loss):
             return EpisodeResult(-math.inf, len(y), True, f"non-finite cross-entropy {loss}")
         return EpisodeResult(-loss, len(y))
@@ -111,7 +112,8 @@ class SupervisedObjective:
             hi = min(lo + chunk, self.n_test)
             x, y = self._xe[: hi - lo], self._ye[: hi - lo]
             gather(te.images, te.labels, np.arange(lo, hi), x, y)
-            n, finite = self.net.correct(theta, x, y)
+            with np.errstate(all="ignore"):
+                n, finite = self.net.correct(theta, x, y)
             if not finite:
                 return EpisodeResult(-math.inf, hi, True, f"non-finite logits on test images {lo}..{hi - 1}")
             correct += n

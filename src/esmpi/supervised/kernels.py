@@ -75,19 +75,16 @@ def bias_relu_pool(z, bias, out, arg):
                 for c in range(C):
                     best = z[b, y, x, c]
                     a = 0
+                    # "or v != v": a NaN anywhere in the window wins and stays (NaN > x is false)
                     v = z[b, y, x + 1, c]
-                    if v > best:
+                    if v > best or v != v:
                         best, a = v, 1
                     v = z[b, y + 1, x, c]
-                    if v > best:
+                    if v > best or v != v:
                         best, a = v, 2
                     v = z[b, y + 1, x + 1, c]
-                    if v > best:
+                    if v > best or v != v:
                         best, a = v, 3
-                    if best != best:        # a NaN in the window: keep it
-                        for q in range(4):
-                            if z[b, y + q // 2, x + q % 2, c] != z[b, y + q // 2, x + q % 2, c]:
-                                best = z[b, y + q // 2, x + q % 2, c]
                     v = best + bias[c]
                     out[b, py, px, c] = 0 if v <= 0 else v
                     arg[b, py, px, c] = a
@@ -130,15 +127,18 @@ def relu_backward(a, d):
 @numba.njit(cache=True, nogil=True)
 def softmax_xent(logits, labels, probs):
     """Sum over the batch of -log softmax(logits)[label], in float64 in index order (stable:
-    log-sum-exp around the row maximum). ``probs`` (B, K) receives the softmax. A non-finite logit
-    gives a non-finite sum (never an exception)."""
+    log-sum-exp around the row maximum). ``probs`` (B, K) receives the softmax. Any non-finite
+    logit, even a harmless -inf, returns NaN (never an exception): it means theta overflowed."""
     B, K = logits.shape
     total = 0.0
     for i in range(B):
         m = logits[i, 0]
-        for j in range(1, K):
-            if logits[i, j] > m:
-                m = logits[i, j]
+        for j in range(K):
+            v = logits[i, j]
+            if not (v - v == 0):
+                return math.nan
+            if v > m:
+                m = v
         s = 0.0
         for j in range(K):
             e = math.exp(float(logits[i, j]) - float(m))
