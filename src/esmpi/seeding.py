@@ -25,3 +25,5 @@ def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:
 def episode_seed(seed: int, purpose: int, *indices: int) -> int:
     """A 63-bit integer seed for ``env.reset(seed=...)``."""
     return int(np.random.SeedSequence([seed, purpose, *indices]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+SGD_BATCH = 7        # (iteration,) -> mini-batch seed of the SGD/Adam baseline (esmpi.supervised.sgd)
+GRAD_STUDY = 8       # (step, kind, ...) -> batches and noise offsets of the gradient study (esmpi.supervised.study)
