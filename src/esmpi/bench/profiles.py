@@ -13,6 +13,8 @@ PROFILES = {
         # collectives (the paper's 5,000 pairs)
         "probe_pairs": 24, "generations": 6, "coll_pairs": 5_000, "coll_repeats": 100, "n_eval": 30, "obs_dim": 348,
         "ranks": [1, 2, 4], "mpi_timeout": 300, "monte_carlo": 8,
+        # 8 images: batch size, forward calls per repeat, repeats
+        "img_batch": 256, "img_calls": 8, "img_repeats": 7,
     },
     "quick": {
         "rollout_steps": {"HalfCheetah-v5": 5_000, "Humanoid-v5": 1_200}, "rollout_repeats": 3,
@@ -21,6 +23,7 @@ PROFILES = {
         "split_repeats": 3, "split_repeats_oversubscribed": 1,
         "probe_pairs": 8, "generations": 3, "coll_pairs": 500, "coll_repeats": 30, "n_eval": 4, "obs_dim": 348,
         "ranks": [1, 2, 4], "mpi_timeout": 180, "monte_carlo": 4,
+        "img_batch": 256, "img_calls": 2, "img_repeats": 3,
     },
     "tiny": {
         "rollout_steps": {"HalfCheetah-v5": 300, "Humanoid-v5": 200}, "rollout_repeats": 2,
@@ -29,5 +32,6 @@ PROFILES = {
         "split_repeats": 2, "split_repeats_oversubscribed": 1,
         "probe_pairs": 2, "generations": 1, "coll_pairs": 64, "coll_repeats": 5, "n_eval": 2, "obs_dim": 348,
         "ranks": [1, 2], "mpi_timeout": 120, "monte_carlo": 2,
+        "img_batch": 16, "img_calls": 1, "img_repeats": 2,
     },
 }

@@ -18,26 +18,31 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def im2col(x, k, cols):
-    """x (B, H, W, C) -> cols (B*H*W, k*k*C): row (b, y, x), column (ky, kx, c), zero 'same' padding."""
+def im2col(x, k, pad, cols):
+    """x (B, H, W, C) -> cols (B*H*W, k*k*C): row (b, y, x), column (ky, kx, c), zero 'same' padding.
+
+    ``pad`` (B, H + k - 1, W + k - 1, C) holds x with a zero border (zeroed once by the caller and
+    never written here), so each (row, ky) is one contiguous run of k*C values: no branches, and
+    the copy vectorises."""
     B, H, W, C = x.shape
     p = (k - 1) // 2
+    for b in range(B):
+        for y in range(H):
+            for xx in range(W):
+                for c in range(C):
+                    pad[b, y + p, xx + p, c] = x[b, y, xx, c]
+    Hp, Wp = pad.shape[1], pad.shape[2]
+    flat = pad.reshape(B, Hp, Wp * C)
+    KC = k * C
     row = 0
     for b in range(B):
         for y in range(H):
             for xx in range(W):
-                col = 0
                 for ky in range(k):
-                    iy = y + ky - p
-                    for kx in range(k):
-                        ix = xx + kx - p
-                        if 0 <= iy < H and 0 <= ix < W:
-                            for c in range(C):
-                                cols[row, col + c] = x[b, iy, ix, c]
-                        else:
-                            for c in range(C):
-                                cols[row, col + c] = 0
-                        col += C
+                    src = flat[b, y + ky, xx * C: xx * C + KC]
+                    dst = cols[row, ky * KC: (ky + 1) * KC]
+                    for q in range(KC):
+                        dst[q] = src[q]
                 row += 1
 
 

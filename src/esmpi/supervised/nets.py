@@ -104,6 +104,7 @@ class Net:
                 if L["kind"] == "conv":
                     H, W, C = L["in"]
                     ws["conv"].append({"cols": np.empty((B * H * W, k * k * C), dt), "z": np.empty((B * H * W, L["out"]), dt),
+                                       "pad": np.zeros((B, H + k - 1, W + k - 1, C), dt),   # border stays 0
                                        "out": np.empty((B, H // 2, W // 2, L["out"]), dt),
                                        "arg": np.empty((B, H // 2, W // 2, L["out"]), np.uint8),
                                        "dx": np.empty((B, H, W, C), dt) if ws["conv"] else None,
@@ -129,7 +130,7 @@ class Net:
             W, b = self._params(theta, L)
             if L["kind"] == "conv":
                 c = ws["conv"][ci]
-                K.im2col(a, self.spec.kernel, c["cols"])
+                K.im2col(a, self.spec.kernel, c["pad"], c["cols"])
                 np.dot(c["cols"], W, out=c["z"])
                 H, Wd, _ = L["in"]
                 K.bias_relu_pool(c["z"].reshape(B, H, Wd, L["out"]), b, c["out"], c["arg"])
