@@ -47,25 +47,30 @@ def im2col(x, k, pad, cols):
 
 
 @numba.njit(cache=True, nogil=True)
-def col2im(cols, k, dx):
-    """The adjoint of ``im2col``: dx (B, H, W, C) = sum over the columns that read each pixel."""
+def col2im(cols, k, dpad, dx):
+    """The adjoint of ``im2col``: dx (B, H, W, C) = the sum of the columns that read each pixel,
+    accumulated into ``dpad`` (B, H + k - 1, W + k - 1, C, scratch) in contiguous runs, row order."""
     B, H, W, C = dx.shape
     p = (k - 1) // 2
-    dx[...] = 0
+    dpad[...] = 0
+    Hp, Wp = dpad.shape[1], dpad.shape[2]
+    flat = dpad.reshape(B, Hp, Wp * C)
+    KC = k * C
     row = 0
     for b in range(B):
         for y in range(H):
             for xx in range(W):
-                col = 0
                 for ky in range(k):
-                    iy = y + ky - p
-                    for kx in range(k):
-                        ix = xx + kx - p
-                        if 0 <= iy < H and 0 <= ix < W:
-                            for c in range(C):
-                                dx[b, iy, ix, c] += cols[row, col + c]
-                        col += C
+                    dst = flat[b, y + ky, xx * C: xx * C + KC]
+                    src = cols[row, ky * KC: (ky + 1) * KC]
+                    for q in range(KC):
+                        dst[q] += src[q]
                 row += 1
+    for b in range(B):
+        for y in range(H):
+            for xx in range(W):
+                for c in range(C):
+                    dx[b, y, xx, c] = dpad[b, y + p, xx + p, c]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -108,6 +108,7 @@ class Net:
                                        "out": np.empty((B, H // 2, W // 2, L["out"]), dt),
                                        "arg": np.empty((B, H // 2, W // 2, L["out"]), np.uint8),
                                        "dx": np.empty((B, H, W, C), dt) if ws["conv"] else None,
+                                       "dpad": np.empty((B, H + k - 1, W + k - 1, C), dt) if ws["conv"] else None,
                                        "out_d": np.empty((B, H // 2, W // 2, L["out"]), dt)})
                 else:
                     ws["dense"].append({"h": np.empty((B, L["out"]), dt), "d": np.empty((B, L["out"]), dt)})
@@ -189,6 +190,6 @@ class Net:
                 if li == 0:
                     break
                 np.dot(dz, W.T, out=c["cols"])   # d cols, into the cols buffer (used above for the last time)
-                K.col2im(c["cols"], self.spec.kernel, c["dx"])
+                K.col2im(c["cols"], self.spec.kernel, c["dpad"], c["dx"])
                 d = c["dx"]                      # = d of the previous block's pooled output
         return loss, grad
