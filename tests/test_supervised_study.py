@@ -103,3 +103,27 @@ def test_sgd_baseline_learns_and_is_deterministic(tiny):
     assert len(hist) == 60 and hist[-1]["TimestepsSoFar"] == 600 and math.isnan(hist[0]["EvalEpRewMean"])
     assert hist[-1]["EvalEpRewMean"] >= 0.8                       # 10 classes: chance is 0.1
     assert np.mean([h["EpRewMean"] for h in hist[-10:]]) > np.mean([h["EpRewMean"] for h in hist[:10]])
+
+
+def test_sgd_entry_point(tiny, tmp_path, capsys):
+    import json
+    import subprocess
+    import sys
+
+    from esmpi.supervised.sgd import main
+    out = tmp_path / "sgd"
+    args = ["--data", str(tiny), "--net", "mlp", "--iterations", "5", "--batch-size", "10", "--eval-every", "2",
+            "--out", str(out)]
+    p = subprocess.run([sys.executable, "-m", "esmpi.supervised.sgd", *args], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert [r["Generation"] for r in rows] == [1, 2, 3, 4, 5] and rows[0]["EvalEpRewMean"] is None
+    assert (out / "history.csv").read_text().startswith("Generation,") and json.loads((out / "config.json").read_text())
+    capsys.readouterr()
+    for argv, what in ((args, "progress.jsonl exists"),                               # never overwrite a run
+                       (["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")], "nothing"),
+                       (args[:-1] + [str(tmp_path / "y"), "--batch-size", "61"], "batch_size = 61")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert what in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
