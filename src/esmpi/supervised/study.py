@@ -128,3 +128,44 @@ def objective_correlation(objective, theta, sigma: float, noise, run_seed: int, 
     return {"step": step, "pairs": pairs, "d": objective.num_params, "sigma": sigma,
             "es_true": cosine(g_es, g_true), "theory": float(theory_correlation(pairs, objective.num_params)),
             "sgd_sgd": cosine(g_true, g_other)}
+
+
+def main(argv=None) -> int:
+    """``python -m esmpi.supervised.study --data DIR --pairs 100,1000``: a correlation table at the initial theta."""
+    import argparse
+    import sys
+
+    from ..errors import EsmpiError
+    from ..noise import NoiseTable
+    from ..objectives.supervised import SupervisedObjective, SupervisedSettings
+
+    ap = argparse.ArgumentParser(prog="python -m esmpi.supervised.study", description=main.__doc__)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--net", default="small_cnn")
+    ap.add_argument("--pairs", default="100,1000", help="comma list of antithetic pair counts")
+    ap.add_argument("--sigma", type=float, default=0.002, help="noise_stdev (the paper: 0.002)")
+    ap.add_argument("--steps", type=int, default=1, help="independent repeats (batches and noise) per row")
+    ap.add_argument("--table", type=int, default=50_000_000, help="noise table size")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    try:
+        obj = SupervisedObjective(SupervisedSettings(a.data, a.net, test_limit=1))
+        pairs = [int(p) for p in a.pairs.split(",")]
+    except (EsmpiError, ValueError) as ex:
+        print(f"error: {ex}", file=sys.stderr)
+        return 2
+    noise = NoiseTable(a.table, 123)
+    theta = obj.initial_theta(seeding.rng(a.seed, seeding.INIT_THETA))
+    print(f"{a.net}, d = {obj.num_params:,}, sigma = {a.sigma}, batch {obj.settings.batch_size}, {a.data}")
+    print("| pairs | ES vs true (measured) | theory sqrt(p/(p+d-1)) | SGD vs SGD |\n|---:|---:|---:|---:|")
+    for p in pairs:
+        rows = [objective_correlation(obj, theta, a.sigma, noise, a.seed, step, p) for step in range(a.steps)]
+        es = [r["es_true"] for r in rows]
+        sd = f" ± {np.std(es, ddof=1) / math.sqrt(len(es)):.4f}" if len(es) > 1 else ""
+        print(f"| {p:,} | {np.mean(es):.4f}{sd} | {rows[0]['theory']:.4f} | {np.mean([r['sgd_sgd'] for r in rows]):.4f} |",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
