@@ -28,7 +28,6 @@ from . import idx
 
 SPLITS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-PIXEL_SCALE = np.float32(1.0 / 255.0)
 
 
 def find_file(directory: Path, stem: str) -> Path:

@@ -6,7 +6,7 @@ A network is ``convs`` (each: k x k convolution with 'same' zero padding, stride
 
 - ``small_cnn``: conv 16, conv 32, fc 10 on 28x28x1: 416 + 12,832 + 15,690 = 28,938 parameters
   (the paper's count needs 'same' padding: 28 -> 14 -> 7, so the fc layer sees 7*7*32 = 1,568 inputs;
-  'valid' padding would give 28 -> 12 -> 4 and 5,546 parameters).
+  'valid' padding would give 28 -> 24 -> 12 -> 8 -> 4 and 18,378 parameters).
 - ``large_cnn``: conv 32, conv 64, fc 1,024, fc 10: 832 + 51,264 + 3,212,288 + 10,250 = 3,274,634.
 - ``mlp``: 784 -> 100 -> 10 (ReLU): 79,510.
 
