@@ -127,3 +127,24 @@ def test_sgd_entry_point(tiny, tmp_path, capsys):
         err = capsys.readouterr().err
         assert what in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_proxy_training_and_eval_split(tiny):
+    obj = SupervisedObjective(SupervisedSettings(str(tiny), net="mlp", hidden=(16,), batch_size=10, eval_chunk=7))
+    plain, _ = train_sgd(obj, seed=4, iterations=5, stepsize=1e-2, eval_every=0)
+    exact, _ = train_sgd(obj, seed=4, iterations=5, stepsize=1e-2, eval_every=0, proxy_rho=1.0)
+    noisy, hist = train_sgd(obj, seed=4, iterations=5, stepsize=1e-2, eval_every=0, proxy_rho=0.3)
+    assert np.array_equal(plain, exact) and not np.array_equal(plain, noisy) and math.isnan(hist[-1]["EvalEpRewMean"])
+    # the test set split into parts: integer counts add up to eval_episode exactly
+    parts = [obj.eval_counts(plain, lo, min(lo + 11, 30)) for lo in range(0, 30, 11)]
+    assert sum(c for c, _, _ in parts) / sum(n for _, n, _ in parts) == obj.eval_episode(plain, 0, 1).ret
+
+
+def test_search_pairs_brackets_the_measured_crossing(tiny, table):
+    obj = SupervisedObjective(SupervisedSettings(str(tiny), net="mlp", hidden=(4,), batch_size=20))
+    theta = obj.initial_theta(np.random.default_rng(0))
+    res = S.search_pairs(obj, theta, 1e-3, table, rho=0.5, run_seed=1, start=32, max_pairs=4096)
+    by_p = {r["pairs"]: r["es_true"] for r in res["rows"]}
+    assert by_p[res["pairs"]] >= 0.5 and all(v < 0.5 for p, v in by_p.items() if p < res["pairs"] and p >= 32 and
+                                              p in (32, 64, 128, 256, 512, 1024, 2048))
+    assert 0.5 <= res["pairs"] / res["theory_pairs"] <= 2.0       # d = 310: the theory says 103 pairs

@@ -105,19 +105,29 @@ class SupervisedObjective:
 
     def eval_episode(self, theta, seed, cutoff) -> EpisodeResult:
         """Test accuracy (fraction) of theta on the test set; ``seed`` and ``cutoff`` are unused."""
+        correct, n, bad = self.eval_counts(theta, 0, self.n_test)
+        if bad:
+            return EpisodeResult(-math.inf, n, True, bad)
+        return EpisodeResult(correct / n, n)
+
+    def eval_counts(self, theta, lo: int, hi: int) -> tuple[int, int, str]:
+        """(images classified right, images scored, failure reason or "") on test images [lo, hi).
+
+        Integer counts, so a loop may split the test set over ranks and add the parts in any order
+        and get exactly ``eval_episode``'s accuracy."""
         te = self.dataset["test"]
         chunk = self._ye.shape[0]
         correct = 0
-        for lo in range(0, self.n_test, chunk):
-            hi = min(lo + chunk, self.n_test)
-            x, y = self._xe[: hi - lo], self._ye[: hi - lo]
-            gather(te.images, te.labels, np.arange(lo, hi), x, y)
+        for a in range(lo, hi, chunk):
+            b = min(a + chunk, hi)
+            x, y = self._xe[: b - a], self._ye[: b - a]
+            gather(te.images, te.labels, np.arange(a, b), x, y)
             with np.errstate(all="ignore"):
                 n, finite = self.net.correct(theta, x, y)
             if not finite:
-                return EpisodeResult(-math.inf, hi, True, f"non-finite logits on test images {lo}..{hi - 1}")
+                return correct, hi - lo, f"non-finite logits on test images {a}..{b - 1}"
             correct += n
-        return EpisodeResult(correct / self.n_test, self.n_test)
+        return correct, hi - lo, ""
 
     def gradient(self, theta, seed) -> np.ndarray:
         """(num_params,) float32: the exact gradient of ``episode``'s reward on the batch ``seed`` addresses."""

@@ -32,8 +32,14 @@ from ..errors import EsmpiError
 
 
 def train_sgd(objective, seed: int, iterations: int, stepsize: float = 1e-3, l2coeff: float = 0.0,
-              eval_every: int = 1, sink=None, theta0: np.ndarray | None = None):
-    """-> (final theta (d,) float32, history: list of dicts, one per iteration)."""
+              eval_every: int = 1, sink=None, theta0: np.ndarray | None = None, proxy_rho: float | None = None):
+    """-> (final theta (d,) float32, history: list of dicts, one per iteration).
+
+    ``proxy_rho``: follow the SGD-with-noise proxy instead of the exact gradient, i.e.
+    ``study.proxy_gradient(g, proxy_rho, rng)`` with ``rng = seeding.rng(seed, SGD_BATCH, t, 1)``:
+    a direction whose cosine with the batch gradient is exactly ``proxy_rho`` (the paper's model
+    of ES at a population whose correlation is rho)."""
+    from .study import proxy_gradient
     theta = objective.initial_theta(seeding.rng(seed, seeding.INIT_THETA)) if theta0 is None else theta0.copy()
     state = optim.init_state(theta.size)
     history, t0, images = [], time.perf_counter(), 0
@@ -41,6 +47,8 @@ def train_sgd(objective, seed: int, iterations: int, stepsize: float = 1e-3, l2c
         batch_seed = seeding.episode_seed(seed, seeding.SGD_BATCH, t)
         reward = objective.episode(theta, batch_seed, 1).ret
         g = objective.gradient(theta, batch_seed)
+        if proxy_rho is not None:
+            g = proxy_gradient(g, proxy_rho, seeding.rng(seed, seeding.SGD_BATCH, t, 1)).astype(np.float32)
         images += objective.settings.batch_size
         step, state = optim.adam(state, -g + np.float32(l2coeff) * theta, stepsize, 0.9, 0.999, 1e-8)
         theta = theta + step
@@ -69,6 +77,8 @@ def main(argv=None) -> int:
     ap.add_argument("--l2coeff", type=float, default=0.0)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--test-limit", type=int, default=0, help="0 = the whole test set")
+    ap.add_argument("--proxy-rho", type=float, default=None,
+                    help="follow g_true + m * g_noise with cosine RHO to g_true (the SGD-with-noise proxy of ES)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="output directory (must not hold a progress.jsonl)")
     a = ap.parse_args(argv)
@@ -78,6 +88,8 @@ def main(argv=None) -> int:
             raise EsmpiError(f"{out / 'progress.jsonl'} exists; choose a new --out directory")
         if a.iterations < 1 or a.eval_every < 0:
             raise EsmpiError(f"--iterations {a.iterations} / --eval-every {a.eval_every}: need >= 1 / >= 0")
+        if a.proxy_rho is not None and not 0 < a.proxy_rho <= 1:
+            raise EsmpiError(f"--proxy-rho {a.proxy_rho}: a correlation in (0, 1]")
         obj = SupervisedObjective(SupervisedSettings(a.data, a.net, batch_size=a.batch_size, test_limit=a.test_limit))
     except EsmpiError as ex:
         print(f"error: {ex}", file=sys.stderr)
@@ -93,7 +105,7 @@ def main(argv=None) -> int:
             print(f"iter {row['Generation']:5d} | loss {-row['EpRewMean']:.4f} | test acc {row['EvalEpRewMean']:.4f}"
                   f" | {row['TimeElapsed']:.1f}s", flush=True)
 
-    _, history = train_sgd(obj, a.seed, a.iterations, a.stepsize, a.l2coeff, a.eval_every, sink)
+    _, history = train_sgd(obj, a.seed, a.iterations, a.stepsize, a.l2coeff, a.eval_every, sink, proxy_rho=a.proxy_rho)
     from ..analyze import export_csv
     export_csv(history, out / "history.csv")
     return 0

@@ -21,6 +21,8 @@
   ``theta +- sigma eps_j``, with the loop's float32 perturbation arithmetic (``esmpi.evaluate``).
 - ``objective_es_gradient`` / ``objective_correlation``: both of the above on a
   ``SupervisedObjective``, with one shared mini-batch (mini-batch ES) or one per pair.
+- ``search_pairs``: the measured population that reaches a target correlation, beside the theory's.
+- ``python -m esmpi.supervised.study``: a correlation table at the initial theta.
 """
 
 from __future__ import annotations
@@ -63,8 +65,10 @@ def proxy_scale(g_norm: float, rho: float, d: int, orthogonal: bool = True) -> f
 
 
 def proxy_gradient(g_true: np.ndarray, rho: float, rng: np.random.Generator) -> np.ndarray:
-    """(d,) float64: g_true + m * u, u a seeded unit Gaussian direction orthogonal to g_true."""
+    """(d,) float64: g_true + m * u, u a seeded unit Gaussian direction orthogonal to g_true (rho = 1: g_true)."""
     g = np.asarray(g_true, np.float64)
+    if rho >= 1:
+        return g.copy()
     u = rng.standard_normal(g.size)
     gg = g @ g
     if gg > 0:
@@ -128,6 +132,26 @@ def objective_correlation(objective, theta, sigma: float, noise, run_seed: int, 
     return {"step": step, "pairs": pairs, "d": objective.num_params, "sigma": sigma,
             "es_true": cosine(g_es, g_true), "theory": float(theory_correlation(pairs, objective.num_params)),
             "sgd_sgd": cosine(g_true, g_other)}
+
+
+def search_pairs(objective, theta, sigma: float, noise, rho: float, run_seed: int, step: int = 0,
+                 start: int = 16, max_pairs: int = 1 << 20) -> dict:
+    """The population that reaches a measured correlation ``rho`` at theta: double the pairs from
+    ``start`` until one measurement (shared batch of ``step``) reaches rho, then bisect between the
+    last two sizes. Returns the rows measured and the smallest passing pair count (None if
+    ``max_pairs`` did not reach it), with the theory's answer beside it."""
+    rows, lo, hi, p = [], None, None, start
+    while p <= max_pairs:
+        rows.append(objective_correlation(objective, theta, sigma, noise, run_seed, step, p))
+        if rows[-1]["es_true"] >= rho:
+            hi = p
+            break
+        lo, p = p, 2 * p
+    while hi is not None and lo is not None and hi - lo > max(1, lo // 16):    # to ~6% of the size
+        mid = (lo + hi) // 2
+        rows.append(objective_correlation(objective, theta, sigma, noise, run_seed, step, mid))
+        lo, hi = (lo, mid) if rows[-1]["es_true"] >= rho else (mid, hi)
+    return {"rho": rho, "pairs": hi, "theory_pairs": pairs_for_correlation(rho, objective.num_params), "rows": rows}
 
 
 def main(argv=None) -> int:
