@@ -37,7 +37,7 @@ class SupervisedSettings:
     net: str = "small_cnn"         # small_cnn | large_cnn | mlp
     hidden: tuple[int, ...] = ()   # overrides the preset's hidden dense layers if non-empty
     batch_size: int = 50           # images per episode (the paper's mini-batch of 50)
-    eval_chunk: int = 500          # test images per forward call in eval_episode (memory, not results)
+    eval_chunk: int = 100          # test images per forward call in eval_episode (memory, not results)
     test_limit: int = 0            # 0 = the whole test set
     key_prefix: str = "supervised" # config section named in error messages
 
