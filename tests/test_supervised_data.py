@@ -51,7 +51,7 @@ def _one_line(ex, name):
     return msg
 
 
-@pytest.mark.parametrize("case", ["missing", "magic", "truncated", "truncated_gz", "trailing", "ndim", "empty"])
+@pytest.mark.parametrize("case", ["missing", "magic", "truncated", "truncated_gz", "trailing", "ndim", "empty", "huge"])
 def test_idx_bad_files_raise_one_line(tmp_path, case):
     p = tmp_path / "f-idx3-ubyte"
     a = np.zeros((3, 4, 4), np.uint8)
@@ -68,13 +68,15 @@ def test_idx_bad_files_raise_one_line(tmp_path, case):
         p.write_bytes(raw + b"\x00")
     elif case == "empty":
         p.write_bytes(b"")
+    elif case == "huge":                      # a corrupt count: 4e9 images must not be allocated
+        p.write_bytes(raw[:4] + (4_000_000_000).to_bytes(4, "big") + raw[8:])
     elif case == "missing":
         p = tmp_path / "nope-idx3-ubyte"
     with pytest.raises(DataError) as ex:
         idx.read_idx(p, 1 if case == "ndim" else 3)
     msg = _one_line(ex, p.name)
     assert {"missing": "no such file", "magic": "not an IDX file", "truncated": "truncated", "truncated_gz": "gzip",
-            "trailing": "trailing bytes", "ndim": "dimension", "empty": "truncated"}[case] in msg
+            "trailing": "trailing bytes", "ndim": "dimension", "empty": "truncated", "huge": "truncated"}[case] in msg
 
 
 # ------------------------------------------------------------------ the dataset

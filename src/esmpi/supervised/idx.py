@@ -73,6 +73,12 @@ def read_idx(path, ndim: int | None = None) -> np.ndarray:
     with _open(path) as f:
         dtype, shape = _header(f, path, ndim)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if not isinstance(f, gzip.GzipFile):   # raw: check the size first (a corrupt header must not allocate GBs)
+            have = path.stat().st_size - 4 - 4 * len(shape)
+            if have != nbytes:
+                what = "truncated" if have < nbytes else "trailing bytes"
+                raise DataError(f"{path}: {what}: the header's shape {shape} needs {nbytes} data bytes, the file "
+                                f"holds {have}; {FIX}")
         data = _read(f, nbytes, path, f"the data of shape {shape}")
         if _read_tail(f, path):
             raise DataError(f"{path}: trailing bytes after the {shape} data: not a valid IDX file; {FIX}")
