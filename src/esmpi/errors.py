@@ -23,6 +23,10 @@ class EnvError(EsmpiError):
     pass
 
 
+class DataError(ConfigError):
+    """A dataset file that is missing, truncated or malformed (IDX files of the supervised objective)."""
+
+
 class RunDirError(EsmpiError):
     pass
 

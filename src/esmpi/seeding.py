@@ -17,6 +17,8 @@ EVAL = 4             # (g, episode) -> evaluation episode seed
 INIT_THETA = 5       # () -> initial policy parameters
 EXTRA = 6            # (g, block, rank, k) -> offset, obs-stat draw and episode seeds of a 'steal' extra pair
 REF_BATCH = 7        # (episode) -> reset seed of a reference-batch episode; () -> its actions and frame picks
+SGD_BATCH = 8        # (iteration,) -> mini-batch seed of the SGD/Adam baseline (esmpi.supervised.sgd)
+GRAD_STUDY = 9       # (step, kind, ...) -> batches and noise offsets of the gradient study (esmpi.supervised.study)
 
 
 def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:

@@ -16,6 +16,8 @@ PROFILES = {
         # 8 atari: agent steps per repeat, repeats, episode cap (a random Pong episode lasts ~800 steps),
         # forward calls per timing
         "atari_steps": 3_000, "atari_repeats": 5, "atari_cutoff": 1_000, "atari_forward_calls": 300,
+        # 8 images: batch size, forward calls per repeat, repeats
+        "img_batch": 256, "img_calls": 8, "img_repeats": 7,
     },
     "quick": {
         "rollout_steps": {"HalfCheetah-v5": 5_000, "Humanoid-v5": 1_200}, "rollout_repeats": 3,
@@ -25,6 +27,7 @@ PROFILES = {
         "probe_pairs": 8, "generations": 3, "coll_pairs": 500, "coll_repeats": 30, "n_eval": 4, "obs_dim": 348,
         "ranks": [1, 2, 4], "mpi_timeout": 180, "monte_carlo": 4,
         "atari_steps": 1_000, "atari_repeats": 3, "atari_cutoff": 500, "atari_forward_calls": 100,
+        "img_batch": 256, "img_calls": 2, "img_repeats": 3,
     },
     "tiny": {
         "rollout_steps": {"HalfCheetah-v5": 300, "Humanoid-v5": 200}, "rollout_repeats": 2,
@@ -34,5 +37,6 @@ PROFILES = {
         "probe_pairs": 2, "generations": 1, "coll_pairs": 64, "coll_repeats": 5, "n_eval": 2, "obs_dim": 348,
         "ranks": [1, 2], "mpi_timeout": 120, "monte_carlo": 2,
         "atari_steps": 100, "atari_repeats": 1, "atari_cutoff": 50, "atari_forward_calls": 5,
+        "img_batch": 16, "img_calls": 1, "img_repeats": 2,
     },
 }

@@ -16,7 +16,7 @@ from . import scale
 from .common import Report, Sample, figure, median
 from .profiles import PROFILES
 
-SECTIONS = ("rollout", "mpi", "scale", "atari")
+SECTIONS = ("rollout", "mpi", "scale", "atari", "images")
 STARTUP_TARGET_S = 6.0      # 1% of the paper's 10-minute run
 IDLE_TARGET = 0.10          # what a 90% parallel efficiency leaves for waiting
 PSS_TARGET = 1.05           # summed table PSS / table bytes: one table per node (+5% slack)
@@ -268,6 +268,15 @@ def run_bench(profile: str = "full", out_dir: str | Path = "bench/out", docs: st
             report.section("atari", details)
         except Exception:
             report.error("atari", traceback.format_exc())
+    if "images" in sections:
+        log("section 9: images/s of the supervised networks")
+        try:
+            from . import images
+            figs, details = images.run(prof)
+            report.add(*figs)
+            report.section("images", details)
+        except Exception:
+            report.error("images", traceback.format_exc())
     j, m = report.write(out_dir, Path(docs) if docs else None)
     log(f"wrote {j} and {m}" + (f" and {docs}" if docs else ""))
     return report.data
