@@ -77,7 +77,7 @@ def bare_steps(env, action, n_steps: int, seed0: int, cutoff: int, collect_obs: 
             obs, _, term, trunc, _ = step(action if actions is None else actions[steps + t])
             t += 1
             if collect_obs is not None:
-                collect_obs.append(obs)
+                collect_obs.append(obs.copy())   # the fast step's obs is a buffer the next step overwrites
             if term or trunc or t >= lim:
                 break
         steps += t
