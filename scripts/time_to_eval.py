@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def first_crossing(progress: Path, target: float, window: int = 5) -> dict | Non
     ev = [r.get("EvalEpRewMean", float("nan")) for r in rows]
     for i in range(window - 1, len(rows)):
         m = statistics.fmean(ev[i - window + 1:i + 1])
-        if m == m and m >= target:
+        if not math.isnan(m) and m >= target:
             return {"generation": rows[i]["Generation"], "seconds": rows[i]["TimeElapsed"],
                     "timesteps": rows[i]["TimestepsSoFar"], "eval_mean": m}
     return None
@@ -49,7 +50,7 @@ def run_one(seed: int, fast: bool, target: float, max_seconds: float, out: Path)
            "--set", f"run.seed={seed}", "--set", f"env.fast_step={'true' if fast else 'false'}",
            "--set", f"run.target_return={target}", "--set", f"run.max_seconds={max_seconds}", "--out", str(run_dir)]
     load0, t0 = loadavg(), time.time()
-    rc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL).returncode
+    rc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, check=False).returncode
     rec = {"seed": seed, "fast_step": fast, "rc": rc, "wall_s": round(time.time() - t0, 1), "load_before": load0,
            "load_after": loadavg(), "run_dir": str(run_dir)}
     rec["crossing"] = first_crossing(run_dir / "progress.jsonl", target) if rc == 0 else None

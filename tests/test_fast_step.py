@@ -8,15 +8,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import tiny_config
 
 from esmpi.envs import make_env
 from esmpi.fastmujoco import TASKS, attach, check_actions
 from esmpi.rollout import EnvObjective
-from helpers import tiny_config
 
 
 def env_pair(env_id, kwargs=None):
-    cfg = dict(id=env_id, kwargs=dict(kwargs or {}), max_episode_steps=0)
+    cfg = {"id": env_id, "kwargs": dict(kwargs or {}), "max_episode_steps": 0}
     fast = make_env(SimpleNamespace(**cfg, fast_step=True))
     slow = make_env(SimpleNamespace(**cfg, fast_step=False))
     return fast, slow
