@@ -112,6 +112,19 @@ def test_episode_through_rollout_matches():
                (bits(b.ret), b.length, bits(b.obs_sum), bits(b.obs_sumsq))
 
 
+def test_strided_and_readonly_actions():
+    fast, slow = env_pair("HalfCheetah-v5")
+    buf = np.linspace(-1.5, 1.5, 12, dtype=np.float32)
+    ro = buf[:6].copy()
+    ro.flags.writeable = False
+    for a in (buf[::2], buf[1::2], ro):
+        fast.reset(seed=2)
+        slow.reset(seed=2)
+        of, rf, *_ = fast.step(a)
+        os_, rs, *_ = slow.step(a)
+        assert bits(of) == bits(os_) and bits(rf) == bits(rs)
+
+
 def test_nan_action_matches():
     fast, slow = env_pair("HalfCheetah-v5")
     for e in (fast, slow):

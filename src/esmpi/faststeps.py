@@ -81,9 +81,10 @@ def _planar(env, kind):
     mj_step, ndarray = mujoco.mj_step, np.ndarray
 
     def step(action):
-        if type(action) is not ndarray or action.shape != shape or action.dtype not in by_dtype:
+        sel = by_dtype.get(action.dtype) if type(action) is ndarray and action.shape == shape else None
+        if sel is None:
             return slow(action)
-        sq, w = by_dtype[action.dtype]
+        sq, w = sel
         x0 = qpos[0]
         ctrl[:] = action
         mj_step(m, d, fs)
@@ -110,9 +111,10 @@ def _ant(env, _):
     mj_step, rne, ndarray = mujoco.mj_step, mujoco.mj_rnePostConstraint, np.ndarray
 
     def step(action):
-        if type(action) is not ndarray or action.shape != shape or action.dtype not in by_dtype:
+        sel = by_dtype.get(action.dtype) if type(action) is ndarray and action.shape == shape else None
+        if sel is None:
             return slow(action)
-        sq, w = by_dtype[action.dtype]
+        sq, w = sel
         x0 = xpos[main, 0]
         ctrl[:] = action
         mj_step(m, d, fs)
