@@ -16,7 +16,7 @@ import math
 import mujoco
 import numpy as np
 
-from .fastkernels import ant, centre_of_mass, humanoid, inverted_pendulum, planar
+from .fastkernels import MAX_SUM, ant, centre_of_mass, humanoid, inverted_pendulum, planar
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
@@ -50,6 +50,8 @@ def _common(env):
     fs = int(env.frame_skip)
     if fs < 1:
         raise Unsupported(f"frame_skip={fs}")
+    if max(m.nu, 6 * m.nbody) > MAX_SUM:   # the kernels' sums reproduce NumPy's pairwise sum up to 128 terms
+        raise Unsupported(f"model too large for the fast step's sums (nu={m.nu}, nbody={m.nbody})")
     return m, d, fs, type(env).step.__get__(env), (m.nu,)
 
 
