@@ -57,6 +57,7 @@ class EnvConfig(_Section):
     id: str = Field("HalfCheetah-v5", description="Gymnasium environment id.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make.")
     max_episode_steps: int = Field(0, ge=0, description="Episode time limit; 0 = the env's registered limit.")
+    fast_step: bool = Field(True, description="Step Gymnasium's v5 MuJoCo tasks directly (esmpi.fastmujoco: bitwise Gymnasium's step, self-checked at start; other envs, kwargs or Gymnasium versions use Gymnasium's step). false: always Gymnasium's step.")
 
 
 class PolicyConfig(_Section):

@@ -2,7 +2,10 @@
 
 ``make_env(env_cfg)`` returns an ``Env`` whose ``step``/``reset`` are the *unwrapped* env's
 methods (the gymnasium wrappers cost time per step and add nothing we need): the time limit is
-applied by the rollout's own step counter, from ``max_episode_steps``.
+applied by the rollout's own step counter, from ``max_episode_steps``. For Gymnasium's v5 MuJoCo
+tasks ``step`` is ``esmpi.fastmujoco``'s direct step (bitwise Gymnasium's, self-checked at make time)
+unless ``env.fast_step = false``; ``Env.step_path`` says which ran ("fast" or "gymnasium") and
+``Env.step_note`` why not fast. The fast step's observation is a buffer the next step overwrites.
 
 Also registers ``esmpi/PointMass-v0``, a tiny deterministic numpy env used by the fast tests;
 its kwargs can inject NaN rewards or exceptions to exercise failure handling.
@@ -88,13 +91,33 @@ class Env:
     obs_dim: int
     action: ActionSpec
     max_episode_steps: int
+    fast_step: bool = False
 
     def __post_init__(self):
-        self.reset = self.gym_env.unwrapped.reset
-        self.step = self.gym_env.unwrapped.step
+        u = self.gym_env.unwrapped
+        self.reset = u.reset
+        self.step, self.step_path, self.step_note = u.step, "gymnasium", "env.fast_step = false"
+        if self.fast_step:
+            from .fastmujoco import attach
+            fast, why = attach(u, self.id, gym.__version__)
+            if fast is None:
+                self.step_note = why
+                _note_once(f"esmpi: env {self.id}: Gymnasium's step ({why})")
+            else:
+                self.step, self.step_path, self.step_note = fast, "fast", ""
 
     def close(self):
         self.gym_env.close()
+
+
+_NOTED: set = set()
+
+
+def _note_once(msg: str) -> None:
+    """One stderr line per distinct note per process (the fast step's fallback reason)."""
+    if msg not in _NOTED:
+        _NOTED.add(msg)
+        print(msg, file=sys.stderr, flush=True)
 
 
 _KNOWN_HARMLESS = ("compiler attribute 'settotalmass' is deprecated",)  # gymnasium's HalfCheetah XML
@@ -155,7 +178,7 @@ def make_gym_env(env_id: str, **kwargs) -> gym.Env:
 
 
 def make_env(env_cfg) -> Env:
-    """``env_cfg``: the ``[env]`` config section (id, kwargs, max_episode_steps)."""
+    """``env_cfg``: the ``[env]`` config section (id, kwargs, max_episode_steps, fast_step)."""
     _check_id(env_cfg.id)
     _route_mujoco_warnings()
     try:
@@ -174,7 +197,7 @@ def make_env(env_cfg) -> Env:
     limit = env_cfg.max_episode_steps or (e.spec.max_episode_steps if e.spec else None)
     if not limit:
         raise EnvError(f"env {env_cfg.id!r} has no registered time limit; set env.max_episode_steps in the config")
-    return Env(env_cfg.id, e, obs_dim, action, int(limit))
+    return Env(env_cfg.id, e, obs_dim, action, int(limit), bool(getattr(env_cfg, "fast_step", True)))
 
 
 def make_atari_env(game_env, noop_max: int, frame_skip: int, screen_size: int, frame_stack: int) -> gym.Env:

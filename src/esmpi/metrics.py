@@ -25,6 +25,7 @@ HISTORY_KEYS = [
     "EpisodesThisIter", "EpisodesSoFar", "TimestepsThisIter", "TimestepsSoFar",
     "ObCount", "EpisodeCutoff", "BlocksThisIter",
     "TimeElapsedThisIter", "TimeElapsed", "TimeRollout", "TimeComm", "TimeUpdate", "StepsPerSec",
+    "EnvStepFast",
 ]
 
 

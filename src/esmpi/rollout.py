@@ -68,7 +68,9 @@ class EnvObjective:
                 "obs_clip": float(self.policy.obs_clip), "obs_std_floor": self.obs_std_floor,
                 "max_episode_steps": self.max_episode_steps,
                 "theta_layout": "per layer: W (n_in, n_out) row-major, then b (n_out,)",
-                "tanh": "float32 rational approximation, esmpi.policy.tanh"}
+                "tanh": "float32 rational approximation, esmpi.policy.tanh",
+                # which env step ran ("fast": esmpi.fastmujoco, bitwise Gymnasium's; "gymnasium") and why not fast
+                "env_step": self.env.step_path, "env_step_note": self.env.step_note}
 
     def set_obs_norm(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.policy.set_obs_norm(mean, std)

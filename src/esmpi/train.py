@@ -15,6 +15,7 @@ Rank 0 writes files (checkpoints, progress); every decision is agreed by all ran
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -180,6 +181,9 @@ class Trainer:
         times = {"generation": now - t0, "elapsed": self.time_offset + now - self._t_start,
                  "rollout": t_roll, "comm": t_comm, "update": t_update}
         m = generation_metrics(rounds, stats, self.state, times)
+        # which env step ran: 1 = esmpi.fastmujoco (bitwise Gymnasium's), 0 = Gymnasium's, NaN = no env
+        path = getattr(getattr(self.objective, "env", None), "step_path", None)
+        m["EnvStepFast"] = float(path == "fast") if path else math.nan
         self.history.append(m)
         for sink in self.sinks:
             sink(m)

@@ -6,8 +6,9 @@ Measures whatever ``esmpi.rollout``, ``policy``, ``noise``, ``comm`` and ``train
 ``bench/out/report.md``; a full run also copies the table to ``docs/bench.md``.
 
 Sections (modules):
-1. ``rollout``: esmpi's ``EnvObjective.episode`` (obs normalisation on) vs a bare
-   ``env.unwrapped.step`` loop, HalfCheetah-v5 64-64 and Humanoid-v5 256-256, interleaved.
+1. ``rollout``: esmpi's ``EnvObjective.episode`` (obs normalisation on, fast MuJoCo step) vs a bare
+   Gymnasium ``env.unwrapped.step`` loop and a bare ``mj_step`` loop, HalfCheetah-v5 64-64 and
+   Humanoid-v5 256-256, interleaved.
 2. ``update``: ``NoiseTable.weighted_sum`` for d = 160k, 5,000 pairs, 250M table: GB/s, bitwise vs
    ``weighted_sum_reference``; also esmpi's previous kernel (``weighted_sum_j1``) as a baseline.
 3. ``update.node_split_weighted_sum``: the node-split update prototype, timed at k = 1, 2 ranks.

@@ -1,4 +1,4 @@
-"""Section 1: rollout throughput of esmpi's own rollout vs a bare ``env.unwrapped.step`` loop.
+"""Section 1: rollout throughput of esmpi's own rollout vs a bare ``env.unwrapped.step`` loop and vs the physics.
 
 Both loops run the same env instance for a fixed number of steps, start every episode with
 ``reset(seed=seed0 + i)`` (same seeds, same order), end an episode on termination, truncation or
@@ -11,7 +11,11 @@ falls after 20 steps costs both one reset.
   (HalfCheetah) tanh policy, observation normalisation on (``set_obs_norm`` with the mean/std of
   observations from a short bare rollout, std floored at 0.1), theta = normc init + 0.02 * N(0, 1)
   (a perturbed random policy).
-- **B (bare)**: ``env.unwrapped.step(a)`` with a constant zero action (the random policy's outputs
+  esmpi steps the env with its default step path: ``esmpi.fastmujoco``'s direct step for these tasks
+  (bitwise Gymnasium's; ``env.fast_step``).
+- **AG (esmpi, Gymnasium's step)**: A with the env's step swapped for Gymnasium's (the path before the
+  fast step, and with ``env.fast_step = false``).
+- **B (bare)**: Gymnasium's ``env.unwrapped.step(a)`` with a constant zero action (the random policy's outputs
   are ~1e-2, so the dynamics are comparable; mean episode lengths of both are reported and are
   equal unless the zero-action humanoid falls earlier).
 - **R (replay)**: the bare loop replaying the exact actions esmpi's policy produced (recorded in the
@@ -22,6 +26,13 @@ falls after 20 steps costs both one reset.
   cost in situ (its weights and MuJoCo's data compete for the caches), so A - RP is the loop's own
   bookkeeping.
 - **P (policy)**: the policy forward pass alone on recorded observations (hot caches), µs per call.
+- **RF (replay, fast step)**: R with esmpi's fast step instead of Gymnasium's (the step's own cost).
+- **M (physics)**: the physics' limit: ``data.ctrl[:] = a; mujoco.mj_step(model, data, frame_skip)``
+  replaying esmpi's actions (bitwise the same states; resets through Gymnasium at the same points), no
+  observation, reward or termination at all.
+
+Targets: A/B >= 1.15 and A/R >= 1.15 (the fast step takes back Gymnasium's Python around the physics),
+A/M >= 0.90 (esmpi within 10% of the physics alone, policy included).
 
 Also returns calibration data for the scale model: Humanoid episode lengths of the perturbed
 random policy, µs per step in long episodes (``terminate_when_unhealthy=False``: 1000-step episodes),
@@ -38,7 +49,8 @@ ENVS = {  # env id -> (hidden, steps per repeat (full), steps per repeat (quick)
     "HalfCheetah-v5": ((64, 64), 20_000, 5_000),
     "Humanoid-v5": ((256, 256), 4_000, 1_200),
 }
-TARGET_RATIO = 0.90
+TARGET_RATIO = 1.15      # esmpi (fast step) / bare Gymnasium step
+TARGET_PHYSICS = 0.90    # esmpi / bare mj_step loop
 
 
 def make_objective(env_id: str, hidden, env_kwargs=None):
@@ -57,13 +69,14 @@ def perturbed_theta(obj, seed: int = 0, sigma: float = 0.02) -> np.ndarray:
 
 
 def bare_steps(env, action, n_steps: int, seed0: int, cutoff: int, collect_obs: list | None = None,
-               schedule: list | None = None, actions: list | None = None, policy=None) -> dict:
+               schedule: list | None = None, actions: list | None = None, policy=None, step=None) -> dict:
     """Bare loop; ``schedule[i]`` (optional) caps episode i at the length esmpi's episode i had, so both
     loops reset at the same points (an episode still ends early if the bare env terminates first).
     ``actions`` (optional): replay these per-step actions instead of the constant ``action``.
     ``policy`` (optional): also call ``policy(obs)`` before each step and ignore its output (the
-    policy's cost in situ, with the physics' working set competing for the caches)."""
-    step, reset = env.step, env.reset
+    policy's cost in situ, with the physics' working set competing for the caches).
+    ``step`` (optional): the step function; default Gymnasium's own ``env.unwrapped.step``."""
+    step, reset = step or env.gym_env.unwrapped.step, env.reset
     steps = eps = 0
     while steps < n_steps:
         obs, _ = reset(seed=seed0 + eps)
@@ -77,10 +90,29 @@ def bare_steps(env, action, n_steps: int, seed0: int, cutoff: int, collect_obs: 
             obs, _, term, trunc, _ = step(action if actions is None else actions[steps + t])
             t += 1
             if collect_obs is not None:
-                collect_obs.append(obs)
+                collect_obs.append(obs.copy())   # the fast step's obs is a buffer the next step overwrites
             if term or trunc or t >= lim:
                 break
         steps += t
+        eps += 1
+    return {"steps": steps, "episodes": eps}
+
+
+def physics_steps(env, n_steps: int, seed0: int, schedule: list, actions: list) -> dict:
+    """The bare physics: ``ctrl[:] = a; mj_step(model, data, frame_skip)`` replaying ``actions``, episode i
+    ``schedule[i]`` steps long, each from Gymnasium's ``reset(seed=seed0 + i)``."""
+    import mujoco
+
+    u = env.gym_env.unwrapped
+    m, d, fs, ctrl, mj_step, reset = u.model, u.data, u.frame_skip, u.data.ctrl, mujoco.mj_step, env.reset
+    steps = eps = 0
+    while steps < n_steps:
+        reset(seed=seed0 + eps)
+        lim = min(schedule[eps] if eps < len(schedule) else n_steps, n_steps - steps)
+        for a in actions[steps:steps + lim]:
+            ctrl[:] = a
+            mj_step(m, d, fs)
+        steps += lim
         eps += 1
     return {"steps": steps, "episodes": eps}
 
@@ -158,16 +190,36 @@ def bench_env(env_id: str, hidden, n_steps: int, repeats: int, seed0: int = 1000
             p(o)
         return {"calls": len(obs_arr)}
 
+    gym_step, fast_step = env.gym_env.unwrapped.step, env.step
+
+    def esmpi_gymnasium():
+        env.step = gym_step
+        try:
+            return esmpi_steps(obj, theta, n_steps, seed0, cutoff)
+        finally:
+            env.step = fast_step
+
     variants = {
         "esmpi": lambda: esmpi_steps(obj, theta, n_steps, seed0, cutoff),
+        "esmpi_gym": esmpi_gymnasium,
         "bare": lambda: bare_steps(env, zero, n_steps, seed0, cutoff, schedule=schedule),
         "replay": lambda: bare_steps(env, zero, n_steps, seed0, cutoff, schedule=schedule, actions=actions),
         "replay_policy": lambda: bare_steps(env, zero, n_steps, seed0, cutoff, schedule=schedule, actions=actions,
                                             policy=obj.policy),
         "policy": policy_calls,
+        "fast_replay": lambda: bare_steps(env, zero, n_steps, seed0, cutoff, schedule=schedule, actions=actions,
+                                          step=fast_step),
+        "physics": lambda: physics_steps(env, n_steps, seed0, schedule, actions),
     }
     res = interleave(variants, repeats, warmup=1)
-    rate = {k: [s.extra["steps"] / s.wall for s in res[k]] for k in ("esmpi", "bare", "replay")}
+    rate = {k: [s.extra["steps"] / s.wall for s in res[k]]
+            for k in ("esmpi", "esmpi_gym", "bare", "replay", "fast_replay", "physics")}
+    cpu_us = {k: [s.cpu / s.extra["steps"] * 1e6 for s in res[k]]
+              for k in ("esmpi", "esmpi_gym", "bare", "replay", "fast_replay", "physics")}
+
+    def paired(a, b, cpu=False):   # per-repeat ratios of steps/s (interleaved neighbours), by wall or CPU time
+        return [y / x for x, y in zip(cpu_us[a], cpu_us[b])] if cpu else [x / y for x, y in zip(rate[a], rate[b])]
+
     ratios = [a / b for a, b in zip(rate["esmpi"], rate["bare"])]
     ratios_replay = [a / b for a, b in zip(rate["esmpi"], rate["replay"])]
     ratios_replay_cpu = [(b.cpu / b.extra["steps"]) / (a.cpu / a.extra["steps"])
@@ -185,7 +237,19 @@ def bench_env(env_id: str, hidden, n_steps: int, repeats: int, seed0: int = 1000
     ep_len = {k: median([s.extra["steps"] / s.extra["episodes"] for s in res[k]]) for k in ("esmpi", "bare")}
     lengths = episode_length_sample(obj, n_lengths) if n_lengths else []
     obj.close()
-    return {"env": env_id, "hidden": list(hidden), "d": int(theta.size), "steps_per_repeat": n_steps,
+    extra = {"step_path": env.step_path, "step_note": env.step_note,
+             "ratios_physics": paired("esmpi", "physics"), "ratios_fast_step_physics": paired("fast_replay", "physics"),
+             "ratios_fast_vs_gym": paired("esmpi", "esmpi_gym"),
+             "ratio_physics": median(paired("esmpi", "physics")),
+             "ratio_physics_cpu_time": median(paired("esmpi", "physics", cpu=True)),
+             "ratio_fast_step_physics": median(paired("fast_replay", "physics")),
+             "ratio_fast_step_physics_cpu_time": median(paired("fast_replay", "physics", cpu=True)),
+             "ratio_fast_vs_gym": median(paired("esmpi", "esmpi_gym")),
+             "ratio_fast_vs_gym_cpu_time": median(paired("esmpi", "esmpi_gym", cpu=True)),
+             "ratio_gym_vs_bare": median(paired("esmpi_gym", "bare")),
+             "steps_per_s": {k: median(v) for k, v in rate.items()},
+             "cpu_us_per_step": {k: median(v) for k, v in cpu_us.items()}}
+    return extra | {"env": env_id, "hidden": list(hidden), "d": int(theta.size), "steps_per_repeat": n_steps,
             "repeats": repeats, "samples": res, "rate": rate, "ratios": ratios,
             "ratio": median(ratios), "esmpi_steps_per_s": median(rate["esmpi"]),
             "cpu_us": {"esmpi": median(us_a_cpu), "bare": median(us_b_cpu), "replay": median(us_r_cpu),
@@ -262,10 +326,10 @@ def run(prof: dict) -> tuple[list, dict]:
                 f"ratio by CPU time {r['ratio_cpu_time']:.3f}; "
                 f"mean episode length {r['mean_episode_length']['esmpi']:.0f} (esmpi) vs "
                 f"{r['mean_episode_length']['bare']:.0f} (bare); d={r['d']}.")
-        figs.append(figure(f"rollout.{short}.ratio", "1 rollout", f"{env_id} {hidden[0]}-{hidden[1]}: esmpi / bare "
+        figs.append(figure(f"rollout.{short}.ratio", "1 rollout", f"{env_id} {hidden[0]}-{hidden[1]}: esmpi / bare Gymnasium-step "
                            "steps/s", r["ratio"], "ratio", target=TARGET_RATIO, op=">=", why=why,
                            samples=samples, raw=r["ratios"], info=info))
-        figs.append(figure(f"rollout.{short}.ratio_replay", "1 rollout", f"{env_id}: esmpi / bare loop replaying "
+        figs.append(figure(f"rollout.{short}.ratio_replay", "1 rollout", f"{env_id}: esmpi / bare Gymnasium-step loop replaying "
                            "esmpi's actions (same states)", r["ratio_replay"], "ratio", target=TARGET_RATIO, op=">=",
                            why=f"esmpi's own per-step cost (CPU): {c['esmpi'] - c['replay']:.1f} µs on a "
                                f"{c['replay']:.1f} µs step: the policy in situ {c['replay_policy'] - c['replay']:.1f} "
@@ -274,6 +338,28 @@ def run(prof: dict) -> tuple[list, dict]:
                            info=f"ratio by CPU time {r['ratio_replay_cpu_time']:.3f}; replay "
                                 f"{r['replay_steps_per_s']:,.0f} steps/s, mean episode length "
                                 f"{r['replay_episode_length']:.0f} (esmpi {r['mean_episode_length']['esmpi']:.0f})."))
+        cu = r["cpu_us_per_step"]
+        path = f"esmpi's step path: {r['step_path']}" + (f" ({r['step_note']})" if r["step_note"] else "")
+        figs.append(figure(f"rollout.{short}.physics_ratio", "1 rollout", f"{env_id}: esmpi / bare mj_step loop "
+                           "replaying esmpi's actions (the physics' limit)", r["ratio_physics"], "ratio",
+                           target=TARGET_PHYSICS, op=">=",
+                           why=f"CPU µs per step: esmpi {cu['esmpi']:.1f}, of which the physics (mj_step alone) "
+                               f"{cu['physics']:.1f}, the fast step's own work {cu['fast_replay'] - cu['physics']:+.1f}, "
+                               f"the policy in situ {c['replay_policy'] - c['replay']:+.1f} and the loop the rest.",
+                           samples=r["samples"]["esmpi"] + r["samples"]["physics"], raw=r["ratios_physics"],
+                           info=f"ratio by CPU time {r['ratio_physics_cpu_time']:.3f}; {path}."))
+        figs.append(figure(f"rollout.{short}.fast_step_physics_ratio", "1 rollout", f"{env_id}: fast step / bare "
+                           "mj_step loop, both replaying esmpi's actions (no policy)", r["ratio_fast_step_physics"],
+                           "ratio", samples=r["samples"]["fast_replay"] + r["samples"]["physics"],
+                           raw=r["ratios_fast_step_physics"],
+                           info=f"ratio by CPU time {r['ratio_fast_step_physics_cpu_time']:.3f}; CPU µs per step: fast "
+                                f"step {cu['fast_replay']:.1f}, Gymnasium's step {cu['replay']:.1f}, mj_step alone "
+                                f"{cu['physics']:.1f}."))
+        figs.append(figure(f"rollout.{short}.fast_vs_gymnasium", "1 rollout", f"{env_id}: esmpi with the fast step / "
+                           "esmpi with Gymnasium's step", r["ratio_fast_vs_gym"], "ratio",
+                           samples=r["samples"]["esmpi"] + r["samples"]["esmpi_gym"], raw=r["ratios_fast_vs_gym"],
+                           info=f"ratio by CPU time {r['ratio_fast_vs_gym_cpu_time']:.3f}; esmpi with Gymnasium's step "
+                                f"/ bare: {r['ratio_gym_vs_bare']:.3f}."))
         figs.append(figure(f"rollout.{short}.esmpi_rate", "1 rollout", f"{env_id}: esmpi rollout per core",
                            r["esmpi_steps_per_s"], "steps/s", samples=r["samples"]["esmpi"], raw=r["rate"]["esmpi"],
                            info=f"CPU {c['esmpi']:.1f} µs/step, of which policy forward {c['policy']:.1f} µs."))
