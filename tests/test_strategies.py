@@ -154,3 +154,35 @@ def test_a_saved_ars_config_loads_back_under_the_ownership_check():
     from esmpi.config import config_from_dict
     assert config_from_dict(tree).to_dict() == tree
     assert "ars" not in tiny_config().to_dict()
+
+
+@pytest.mark.parametrize("toml, expect", [
+    ('[strategy]\nname = "cmaes"\n', "unknown strategy 'cmaes'"),
+    ('[ars]\nstepsize = 0.1\n', "key 'ars.stepsize' belongs to strategy 'ars', but strategy.name = 'openai_es'"),
+    ('[strategy]\nname = "ars"\n[optimizer]\nname = "sgd"\n', "key 'optimizer.name' belongs to strategy 'openai_es'"),
+])
+def test_strategy_errors_at_the_command_line(tmp_path, toml, expect):
+    import subprocess
+    import sys
+    job = _write(tmp_path, toml)
+    r = subprocess.run([sys.executable, "-m", "esmpi.run", "--config", str(job), "--out", str(tmp_path / "run")],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and str(job) in r.stderr and expect in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_an_ars_checkpoint_cannot_resume_as_openai_es(tmp_path):
+    import subprocess
+    import sys
+    t = train(strategy_config("ars", run={"generations": 2}))
+    (tmp_path / "run").mkdir()
+    from esmpi.config import dump_config
+    (tmp_path / "run" / "config.toml").write_text(dump_config(t.cfg))
+    (tmp_path / "run" / "checkpoints").mkdir(exist_ok=True)
+    t.save_checkpoint(tmp_path / "run" / "checkpoints" / "gen_000002.h5")
+    before = sorted(p.name for p in (tmp_path / "run").rglob("*"))
+    r = subprocess.run([sys.executable, "-m", "esmpi.run", "--resume", str(tmp_path / "run"), "--set",
+                        'strategy.name="openai_es"', "--set", "run.generations=4"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "belongs to strategy 'ars', but strategy.name = 'openai_es'" in r.stderr, r.stderr
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == before
