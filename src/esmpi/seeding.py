@@ -16,6 +16,7 @@ EPISODE = 3          # (g, block, pair, sign) -> env reset seed and action noise
 EVAL = 4             # (g, episode) -> evaluation episode seed
 INIT_THETA = 5       # () -> initial policy parameters
 EXTRA = 6            # (g, block, rank, k) -> offset, obs-stat draw and episode seeds of a 'steal' extra pair
+PROBE = 7            # (k,) -> noise offset of perturbation k of a saved policy (esmpi.robustness; analysis seed)
 
 
 def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:
