@@ -66,3 +66,8 @@ bench-ci: setup
 .PHONY: results
 results: setup
 	$(PY) -m esmpi.paper results/runs -o docs/results.md --figures docs/results --csv results/csv
+
+# ES vs finite differences on two toy landscapes (issue 16; a few CPU-minutes): docs/robustness/toys.*
+.PHONY: toys
+toys: setup
+	nice -n 10 $(PY) -m esmpi.toys --out docs/robustness
