@@ -122,7 +122,8 @@ def test_sensitivities_are_bitwise_deterministic_and_summed_in_sample_order():
 
 
 @pytest.mark.parametrize("call, expect", [
-    (lambda: S.jacobians(_mlp()[0], _mlp()[1], np.zeros((0, 3), np.float32)), "batch of recorded observations is empty"),
+    (lambda: S.jacobians(_mlp()[0], _mlp()[1], np.zeros((0, 3), np.float32)),
+     "batch of recorded observations is empty"),
     (lambda: S.jacobians(_mlp()[0], _mlp()[1], np.zeros((4, 5), np.float32)), "the MLP takes (T, 3)"),
     (lambda: S.jacobians(object(), np.zeros(3, np.float32), np.zeros((2, 3))), "needs output gradients"),
     (lambda: S.sensitivity(np.zeros((1, 2, 3), np.float32), "max"), "unknown SM-G method 'max'"),

@@ -39,11 +39,13 @@ def test_optimize_callback_sees_the_new_mean_of_every_generation():
 
 
 def test_study_table_figure_and_command(tmp_path, capsys):
-    res = toys.study(seeds=1, steps=10)
+    res = toys.study(seeds=1, steps=10, sweep_seeds=1)
+    assert [len(v) for v in res["sweep"]["success"].values()] == [len(toys.SWEEP)] * 2
+    assert toys.sweep_table(res).count("\n") == 1 + len(toys.SWEEP)
     md = toys.table(res)
     assert md.count("\n") == 2 + 6 - 1 and "finite differences" in md
     fig = toys.figure(res)
     assert len(fig.axes) == 6
     assert toys.main(["--out", str(tmp_path / "missing")]) == 2
-    assert toys.main(["--out", str(tmp_path), "--seeds", "1", "--steps", "5"]) == 0
+    assert toys.main(["--out", str(tmp_path), "--seeds", "1", "--steps", "5", "--sweep-seeds", "1"]) == 0
     assert {p.name for p in tmp_path.iterdir()} == {"toys.json", "toys.md", "toys.png"}

@@ -82,7 +82,8 @@ def build_parser(prog: str = "esmpi") -> argparse.ArgumentParser:
                    help="scales as multiples of each run's training sigma (default: 1 2)")
     p.add_argument("--episodes", "-n", type=int, default=10,
                    help="unperturbed episodes; their mean return is the reference R0 (default: 10)")
-    p.add_argument("--seed", type=int, default=0, help="analysis seed: perturbation offsets and episode resets (default: 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="analysis seed: perturbation offsets and episode resets (default: 0)")
     p.add_argument("--json", action="store_true", help="print every result (with all returns) as JSON")
     p.add_argument("-o", "--out", help="also draw the runs side by side into this image (.png, .pdf, .svg)")
     p.add_argument("--title", help="figure title")
@@ -185,7 +186,8 @@ def _robustness(args) -> int:
     comm = make_comm()
     try:
         try:
-            results = [robustness.probe(rd, args.k, args.sigma, args.times, args.episodes, args.seed, comm)
+            tables = {}    # noise tables by (size, seed): built once, collectively, for runs that share one
+            results = [robustness.probe(rd, args.k, args.sigma, args.times, args.episodes, args.seed, comm, tables)
                        for rd in runs]
         except EsmpiError as e:
             if comm.rank == 0:

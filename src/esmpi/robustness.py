@@ -94,8 +94,10 @@ def _check(k: int, sigmas: list[float], episodes: int) -> None:
 
 def _stats(r: np.ndarray, r0: float) -> dict:
     q = np.quantile(r, QUANTILES, method="inverted_cdf")
+    # R0 = -inf (an unperturbed episode failed): nothing to keep
+    keep = float(np.mean(r >= r0 - 0.1 * abs(r0))) if math.isfinite(r0) else None
     out = {"p10": float(q[0]), "median": float(q[1]), "p90": float(q[2]), "failed": int(np.sum(~np.isfinite(r))),
-           "keep90": float(np.mean(r >= r0 - 0.1 * abs(r0)))}
+           "keep90": keep}
     rel = (q / r0) if r0 > 0 else [None] * 3
     out.update({"rel_p10": _num(rel[0]), "rel_median": _num(rel[1]), "rel_p90": _num(rel[2])})
     return out
@@ -106,9 +108,10 @@ def _num(x):
 
 
 def probe(rd, k: int = 1000, sigmas: list[float] | None = None, multiples=(1.0, 2.0), episodes: int = 10,
-          seed: int = 0, comm=None) -> dict:
+          seed: int = 0, comm=None, tables: dict | None = None) -> dict:
     """Robustness of ``rd``'s saved policy (``analyze.RunData``): see the module docstring.
-    ``sigmas`` (absolute scales) default to ``multiples`` x the run's training sigma."""
+    ``sigmas`` (absolute scales) default to ``multiples`` x the run's training sigma. ``tables``:
+    a dict that keeps noise tables by (size, seed) across calls (runs of one config share one)."""
     from .comm import SerialComm
     from .evaluate import Evaluator
     from .noise import NoiseTable
@@ -124,7 +127,9 @@ def probe(rd, k: int = 1000, sigmas: list[float] | None = None, multiples=(1.0, 
     t0 = time.perf_counter()
     obj = _objective(rd)          # the run's env and policy with the saved observation normalisation
     try:
-        noise = NoiseTable(cfg.noise.size, cfg.noise.seed, comm)
+        key = (cfg.noise.size, cfg.noise.seed)
+        tables = {} if tables is None else tables
+        noise = tables[key] if key in tables else tables.setdefault(key, NoiseTable(*key, comm))
         ev = Evaluator(obj, noise, seed, comm.rank)
         rows, _ = ev.run(C.mine(table, comm.rank, comm.size), theta.reshape(1, -1), 0, obj.max_episode_steps,
                          obj.max_episode_steps)
@@ -162,7 +167,7 @@ def format_table(results: list[dict]) -> str:
             lines.append(f"{r['label'][:28]:<28} {r['strategy'][:10]:<10} {ref:>18} "
                          f"{s['sigma']:>8.4g} {s['multiple']:>4.3g} {f(s['p10']):>9} {f(s['median']):>9} "
                          f"{f(s['p90']):>9} {f(s['rel_p10'], 2):>7} {f(s['rel_median'], 2):>7} "
-                         f"{f(s['rel_p90'], 2):>7} {s['keep90']:>6.2f} {s['failed']:>4}")
+                         f"{f(s['rel_p90'], 2):>7} {f(s['keep90'], 2):>6} {s['failed']:>4}")
     r = results[0]
     lines.append(f"K = {r['k']} perturbations theta + sigma * eps_k per scale (analysis seed {r['seed']}); "
                  f"rel = R / R0; keep90 = fraction with R >= R0 - 0.1 |R0|; "

@@ -20,8 +20,8 @@ and a large sigma, and a central finite-difference gradient (``h = 1e-3``, 2 d =
 Seed ``i`` draws the start point from ``rng(i, TOY_START)`` (the same for every method).
 
 ``python -m esmpi.toys --out DIR`` (``make toys``) runs the study and writes ``toys.json``,
-``toys.md`` (the outcome table) and ``toys.png`` (trajectories over the landscapes). The JSON holds
-the outcomes (not the paths), the seconds taken and the load average.
+``toys.md`` (the outcome table and a sweep of ES's sigma) and ``toys.png`` (trajectories over the
+landscapes). The JSON holds the outcomes (not the paths), the seconds taken and the load average.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ TOY_START = 1001        # seeding purpose of the start points (an analysis tag, 
 STEPS = 600             # generations of ES = steps of the FD follower
 STEPSIZE = 0.02
 SIGMAS = {"ES sigma 0.02": 0.02, "ES sigma 0.5": 0.5}
+SWEEP = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)   # is there one sigma that does both? (ES only, fewer seeds)
 FD_H = 1e-3
 ADAM = {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
 
@@ -104,9 +105,13 @@ def fd_run(f, theta0, steps: int = STEPS, h: float = FD_H) -> np.ndarray:
     return np.array(trail)
 
 
-def study(seeds: int = 20, steps: int = STEPS) -> dict:
-    """Every method on every landscape from ``seeds`` start points: paths and outcomes."""
-    out = {"steps": steps, "seeds": seeds, "stepsize": STEPSIZE, "fd_h": FD_H, "landscapes": {}}
+def study(seeds: int = 20, steps: int = STEPS, sweep_seeds: int = 10) -> dict:
+    """Every method on every landscape from ``seeds`` start points (paths and outcomes), then the
+    ES success rate over the first ``sweep_seeds`` start points at every sigma of ``SWEEP`` (runs
+    already made by the main study are reused: the same seed and sigma give the same bits)."""
+    out = {"steps": steps, "seeds": seeds, "stepsize": STEPSIZE, "fd_h": FD_H, "landscapes": {},
+           "sweep": {"seeds": sweep_seeds, "sigmas": list(SWEEP), "success": {}}}
+    done = {}
     for name, (f, _, _, what, ok) in LANDSCAPES.items():
         runs = {}
         for method in [*SIGMAS, "finite differences"]:
@@ -114,11 +119,29 @@ def study(seeds: int = 20, steps: int = STEPS) -> dict:
             for s in range(seeds):
                 th0 = start_point(name, s)
                 paths.append(es_run(f, th0, SIGMAS[method], s, steps) if method in SIGMAS else fd_run(f, th0, steps))
+                if method in SIGMAS:
+                    done[name, SIGMAS[method], s] = paths[-1][-1]
             final = np.array([p[-1] for p in paths])
             runs[method] = {"success": int(sum(bool(ok(p)) for p in final)), "final_x": final[:, 0].tolist(),
                             "final_f": [f(p) for p in final], "paths": [p.tolist() for p in paths]}
         out["landscapes"][name] = {"outcome": what, "methods": runs}
+        rates = []
+        for sigma in SWEEP:
+            finals = [done[name, sigma, s] if (name, sigma, s) in done else
+                      es_run(f, start_point(name, s), sigma, s, steps)[-1] for s in range(sweep_seeds)]
+            rates.append(int(sum(bool(ok(p)) for p in finals)))
+        out["sweep"]["success"][name] = rates
     return out
+
+
+def sweep_table(res: dict) -> str:
+    sw = res["sweep"]
+    names = list(sw["success"])
+    lines = ["| ES sigma | " + " | ".join(f"{n}: {res['landscapes'][n]['outcome']}" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for k, sigma in enumerate(sw["sigmas"]):
+        lines.append(f"| {sigma:g} | " + " | ".join(f"{sw['success'][n][k]}/{sw['seeds']}" for n in names) + " |")
+    return "\n".join(lines)
 
 
 def table(res: dict) -> str:
@@ -168,22 +191,23 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="directory for toys.json, toys.md and toys.png")
     ap.add_argument("--seeds", type=int, default=20, help="start points per method (default: 20)")
     ap.add_argument("--steps", type=int, default=STEPS, help=f"steps per run (default: {STEPS})")
+    ap.add_argument("--sweep-seeds", type=int, default=10, help="start points per sigma of the sweep (default: 10)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if not out.is_dir():
         print(f"python -m esmpi.toys: error: --out {out}: no such directory", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    res = study(args.seeds, args.steps)
+    res = study(args.seeds, args.steps, args.sweep_seeds)
     res["seconds"] = time.perf_counter() - t0
     res["loadavg"] = open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else []
     small = {**res, "landscapes": {n: {**L, "methods": {m: {k: v for k, v in r.items() if k != "paths"}
                                                          for m, r in L["methods"].items()}}
                                    for n, L in res["landscapes"].items()}}
     (out / "toys.json").write_text(json.dumps(small, indent=1))   # outcomes only: the paths are in the figure
-    (out / "toys.md").write_text(table(res) + "\n")
+    (out / "toys.md").write_text(table(res) + "\n\n" + sweep_table(res) + "\n")
     figure(res).savefig(out / "toys.png", dpi=90)
-    print(table(res))
+    print(table(res) + "\n\n" + sweep_table(res))
     print(f"wrote {out}/toys.json, toys.md, toys.png in {res['seconds']:.0f} s (load {' '.join(res['loadavg'])})")
     return 0
 
