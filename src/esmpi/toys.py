@@ -9,7 +9,7 @@ both maximised over theta = (x, y):
 
 - ``gap``:     ``f = -0.25 (x - 2)^2 - 0.25 y^2 - 2 exp(-x^2 / (2 * 0.05^2))``: a bowl whose top (2, 0)
   is the global optimum, cut by a trench of width 0.05 across x = 0; coming from x < 0 a gradient
-  follower stops at the trench's left wall (a local optimum at x ~ -0.14).
+  follower stops at the trench's left wall (a local optimum at x ~ -0.15).
 - ``path``:    ``f = x - 5 (1 - exp(-y^2 / (2 w(x)^2)))``, ``w(x) = exp(-x / 2)``: progress along x on a
   ridge around y = 0 whose width w(x) shrinks; stepping off costs up to 5.
 
