@@ -148,3 +148,9 @@ def test_normalized_inputs_are_the_policy_kernels():
     ident.set_theta(theta)
     ident(x[0].astype(np.float64))
     assert np.array_equal(pi.output, ident.output)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "selu"])
+def test_batch_forward_is_the_policy_kernel_to_the_bit(nonlinearity):
+    spec, theta, x = _mlp(nonlinearity, hidden=(8, 8, 8))
+    np.testing.assert_array_equal(S.mlp_outputs(spec, theta, x), _mlp_outputs(spec, theta, x).astype(np.float32))

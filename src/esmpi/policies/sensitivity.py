@@ -15,6 +15,7 @@ states the parent visited, so that every weight moves the outputs about equally.
   ``sqrt(sum_i (mean_t |G[i, t]|)^2)``; ``"so"`` (SM-G-SO) ``sqrt(|H v|)`` with ``v`` the unit
   mutation direction and ``H`` the Hessian at theta of ``mean_t sum_i (y_i(x_t; theta') -
   y_i(x_t; theta))^2``, which there is exactly ``(2/T) sum_t J_t^T J_t`` (the residual is zero);
+- ``mlp_outputs(spec, theta, x) -> (T, n_out)``: the batch forward pass (the policy kernel's bits);
 - ``safe_mutation(theta, eps, sens, sigma) -> (d,) float32``: ``sigma * eps / s`` with ``s`` the
   sensitivity where it is 0 replaced by 1 (a weight that changes nothing is mutated plainly) and
   floored at ``FLOOR`` = 0.01, then clipped per weight to +-``CLIP`` = 0.2 (the authors' maze code).
@@ -66,14 +67,25 @@ def _act_grad(pre: np.ndarray, post: np.ndarray, nonlin: int) -> np.ndarray:
     return np.ones_like(pre)
 
 
-def mlp_jacobians(spec: MLPSpec, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _mlp_forward(spec: MLPSpec, layers, x: np.ndarray):
     nonlin = NONLIN[spec.nonlinearity]
-    layers = spec.unflatten(np.asarray(theta, np.float32))
     acts, pres = [np.asarray(x, np.float32)], []
     for li, (W, b) in enumerate(layers):
         pre = _affine(b, [(acts[-1], W)])
         pres.append(pre)
         acts.append(pre if li == len(layers) - 1 else _act(pre, nonlin))
+    return acts, pres
+
+
+def mlp_outputs(spec: MLPSpec, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(T, n_out) raw outputs of the MLP on normalised inputs x (T, obs_dim), in the same float order."""
+    return _mlp_forward(spec, spec.unflatten(np.asarray(theta, np.float32)), x)[0][-1]
+
+
+def mlp_jacobians(spec: MLPSpec, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+    nonlin = NONLIN[spec.nonlinearity]
+    layers = spec.unflatten(np.asarray(theta, np.float32))
+    acts, pres = _mlp_forward(spec, layers, x)
     T, n_out = acts[0].shape[0], spec.n_out
     G = np.zeros((n_out, T, spec.num_params), np.float32)
     for i in range(n_out):
