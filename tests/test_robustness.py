@@ -35,9 +35,9 @@ MAKE_RUNS = textwrap.dedent("""
 """)
 
 
-def _trained_rundata(strategy="openai_es"):
+def _trained_rundata(strategy="openai_es", **sections):
     """A tiny trained PointMass state as ``RunData`` (in memory, the same on every rank)."""
-    cfg = tiny_config(run={"generations": 2})
+    cfg = tiny_config(run={"generations": 2}, **sections)
     if strategy != "openai_es":      # tiny_config sets OpenAI-ES's optimizer, which other strategies refuse
         tree = cfg.to_dict()
         tree.pop("optimizer")
@@ -72,7 +72,7 @@ def test_stats_quantiles_keep90_and_failures():
     r = np.array([100.0, 95.0, 89.0, 50.0, -np.inf])
     s = robustness._stats(r, 100.0)
     assert s["keep90"] == pytest.approx(0.4) and s["failed"] == 1
-    assert s["median"] == 89.0 and s["p90"] == 100.0 and s["p10"] == -np.inf
+    assert s["median"] == 89.0 and s["p90"] == 100.0 and s["p10"] is None     # a failed episode: null in JSON
     assert s["rel_median"] == pytest.approx(0.89) and s["rel_p10"] is None
     neg = robustness._stats(np.array([-100.0, -109.0, -111.0]), -100.0)
     assert neg["keep90"] == pytest.approx(2 / 3) and neg["rel_median"] is None
@@ -104,6 +104,18 @@ def test_probe_matches_the_trainers_evaluator_and_is_seeded():
     assert r0.ret == a["unperturbed"]["returns"][1]     # the same episode as `esmpi eval --seed 1`
     c = robustness.probe(rd, k=6, multiples=(1.0,), episodes=2, seed=2)
     assert c["scales"][0]["returns"] != a["scales"][0]["returns"]
+
+
+def test_failed_episodes_are_counted_and_null_in_strict_json():
+    rd = _trained_rundata(env={"kwargs": {"nan_prob": 0.3}})   # PointMass: some start states give a NaN reward
+    a = robustness.probe(rd, k=20, sigmas=[0.05], episodes=8, seed=0)
+    assert a["scales"][0]["failed"] == a["scales"][0]["returns"].count(None) > 0
+    # perturbation k shares its start with unperturbed episode k % 8, so the reference failed too
+    assert a["unperturbed"]["mean"] is None and None in a["unperturbed"]["returns"]
+    assert a["scales"][0]["keep90"] is None and a["scales"][0]["rel_median"] is None
+    json.dumps(a, allow_nan=False)                                  # no NaN/Infinity tokens
+    assert "n/a (n=8)" in robustness.format_table([a])
+    robustness.plot_robustness([a, robustness.probe(_trained_rundata(), k=5, episodes=2)])
 
 
 # ---------------------------------------------------------------------------------------------- MPI

@@ -20,7 +20,8 @@ unperturbed episode ``e`` resets like ``esmpi eval --seed seed`` episode ``e``, 
 twin on the same start state (common random numbers), and the reference return is their mean.
 
 Statistics are empirical quantiles (``inverted_cdf``: always a sample, defined with failed
-episodes, whose return is -inf). "keeps 90%" means ``R >= R0 - 0.1 |R0|``; the relative return
+episodes, whose return is -inf; in the JSON a failed episode's return, or a quantile that falls on
+one, is null). "keeps 90%" means ``R >= R0 - 0.1 |R0|``; the relative return
 ``R / R0`` is reported only when ``R0 > 0``.
 """
 
@@ -96,7 +97,7 @@ def _stats(r: np.ndarray, r0: float) -> dict:
     q = np.quantile(r, QUANTILES, method="inverted_cdf")
     # R0 = -inf (an unperturbed episode failed): nothing to keep
     keep = float(np.mean(r >= r0 - 0.1 * abs(r0))) if math.isfinite(r0) else None
-    out = {"p10": float(q[0]), "median": float(q[1]), "p90": float(q[2]), "failed": int(np.sum(~np.isfinite(r))),
+    out = {"p10": _num(q[0]), "median": _num(q[1]), "p90": _num(q[2]), "failed": int(np.sum(~np.isfinite(r))),
            "keep90": keep}
     rel = (q / r0) if r0 > 0 else [None] * 3
     out.update({"rel_p10": _num(rel[0]), "rel_median": _num(rel[1]), "rel_p90": _num(rel[2])})
@@ -138,7 +139,8 @@ def probe(rd, k: int = 1000, sigmas: list[float] | None = None, multiples=(1.0, 
     res = C.Results.from_rows(comm.allgather_rows(rows), np.zeros((0, 2)), ev.bc_dim, 0)
     seconds = time.perf_counter() - t0
     base = res.returns[res.of(C.EVAL_BASE + np.arange(episodes))]
-    r0 = float(np.mean(base)) if np.all(np.isfinite(base)) else -math.inf
+    ok = bool(np.all(np.isfinite(base)))
+    r0 = float(np.mean(base)) if ok else -math.inf
     scales = []
     for i, s in enumerate(sigmas):
         r = res.returns[res.of(i * k + np.arange(k))]
@@ -147,7 +149,8 @@ def probe(rd, k: int = 1000, sigmas: list[float] | None = None, multiples=(1.0, 
     return {"checkpoint": str(rd.checkpoint), "label": rd.label, "env_id": rd.config.get("env", {}).get("id"),
             "strategy": rd.config.get("strategy", {}).get("name", "openai_es"), "generation": rd.state.generation,
             "num_params": int(theta.size), "training_sigma": sig0, "k": k, "seed": seed, "episodes": episodes,
-            "unperturbed": {"mean": r0, "std": float(np.std(base)), "returns": [float(x) for x in base]},
+            "unperturbed": {"mean": _num(r0), "std": _num(np.std(base)) if ok else None,
+                            "returns": [_num(x) for x in base]},
             "scales": scales, "ranks": comm.size, "seconds": seconds,
             "loadavg": " ".join(open("/proc/loadavg").read().split()[:3]) if os.path.exists("/proc/loadavg") else ""}
 
@@ -181,16 +184,16 @@ def plot_robustness(results: list[dict], title: str | None = None):
     R / R0 (lines at 1 and 0.9) when every run has R0 > 0, else R - R0 (line at 0)."""
     from matplotlib.figure import Figure
 
-    ratio = all(r["unperturbed"]["mean"] > 0 for r in results)
+    ratio = all((r["unperturbed"]["mean"] or 0) > 0 for r in results)
     n = max(len(r["scales"]) for r in results)
     fig = Figure(figsize=(1.2 + max(3.0, 1.1 * len(results)) * n, 4.4), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
     for i, ax in enumerate(axes):
         data, labels = [], []
         for r in results:
-            r0 = r["unperturbed"]["mean"]
+            r0 = r["unperturbed"]["mean"]          # None: an unperturbed episode failed
             s = r["scales"][i] if i < len(r["scales"]) else None
-            if s is None or not math.isfinite(r0):
+            if s is None or r0 is None:
                 data.append([])
                 labels.append(f"{r['label']}\n{r['strategy']}")
                 continue
