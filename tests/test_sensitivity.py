@@ -154,3 +154,16 @@ def test_normalized_inputs_are_the_policy_kernels():
 def test_batch_forward_is_the_policy_kernel_to_the_bit(nonlinearity):
     spec, theta, x = _mlp(nonlinearity, hidden=(8, 8, 8))
     np.testing.assert_array_equal(S.mlp_outputs(spec, theta, x), _mlp_outputs(spec, theta, x).astype(np.float32))
+
+
+def test_parent_sensitivity_from_raw_observations():
+    spec, theta, _ = _mlp()
+    obs = np.random.default_rng(4).normal(0, 3, size=(7, 3))
+    mean, std = np.float32([0.5, 0, -1]), np.float32([2, 1, 0.5])
+    got = S.parent_sensitivity(spec, theta, obs, mean, std, 5.0, "abs")
+    want = S.sensitivity(S.jacobians(spec, theta, S.normalized_inputs(obs, mean, std, 5.0)), "abs")
+    assert np.array_equal(got, want)
+    with pytest.raises(ConfigError, match="empty"):
+        S.parent_sensitivity(spec, theta, np.zeros((0, 3)), mean, std, 5.0)
+    with pytest.raises(ConfigError, match="per child"):
+        S.parent_sensitivity(spec, theta, obs, mean, std, 5.0, "so")

@@ -16,6 +16,7 @@ states the parent visited, so that every weight moves the outputs about equally.
   mutation direction and ``H`` the Hessian at theta of ``mean_t sum_i (y_i(x_t; theta') -
   y_i(x_t; theta))^2``, which there is exactly ``(2/T) sum_t J_t^T J_t`` (the residual is zero);
 - ``mlp_outputs(spec, theta, x) -> (T, n_out)``: the batch forward pass (the policy kernel's bits);
+- ``parent_sensitivity(spec, theta, obs, mean, std, clip, method)``: the above from raw observations;
 - ``safe_mutation(theta, eps, sens, sigma) -> (d,) float32``: ``sigma * eps / s`` with ``s`` the
   sensitivity where it is 0 replaced by 1 (a weight that changes nothing is mutated plainly) and
   floored at ``FLOOR`` = 0.01, then clipped per weight to +-``CLIP`` = 0.2 (the authors' maze code).
@@ -195,6 +196,20 @@ def sensitivity(G: np.ndarray, method: str = "sum", direction: np.ndarray | None
         s = _sum_rows(G[i]) if method == "sum" else _sum_rows(np.abs(G[i])) / np.float32(T)
         acc += s * s
     return np.sqrt(acc)
+
+
+def parent_sensitivity(spec: MLPSpec, theta: np.ndarray, obs: np.ndarray, obs_mean: np.ndarray,
+                       obs_std: np.ndarray, obs_clip: float, method: str = "sum") -> np.ndarray:
+    """The MLP parent's (d,) sensitivities from raw recorded observations (T, obs_dim) and the
+    normalisation the parent was evaluated with (the GA's per-parent derived cache; not "so",
+    which depends on each child's direction: call ``sensitivity(G, "so", eps)`` per child)."""
+    if method == "so":
+        raise ConfigError("SM-G-SO depends on the mutation direction: compute it per child with "
+                          "sensitivity(G, 'so', eps)")
+    obs = np.asarray(obs)
+    if obs.ndim != 2 or obs.shape[0] == 0:
+        raise ConfigError("SM-G needs at least one recorded state: the batch of recorded observations is empty")
+    return sensitivity(jacobians(spec, theta, normalized_inputs(obs, obs_mean, obs_std, obs_clip)), method)
 
 
 def safe_mutation(theta: np.ndarray, eps: np.ndarray, sens: np.ndarray, sigma: float) -> np.ndarray:
