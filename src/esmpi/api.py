@@ -29,7 +29,8 @@ def optimize(f, theta0, *, generations: int = 100, pairs: int = 50, noise_stdev:
              stepsize: float = 0.01, l2coeff: float = 0.0, optimizer: str = "adam",
              shaping: str = "centered_ranks", seed: int = 0, noise_size: int | None = None,
              comm=None, callback=None) -> OptimizeResult:
-    """Maximise ``f`` with OpenAI-ES from ``theta0``; ``callback(metrics_dict)`` after each generation."""
+    """Maximise ``f`` with OpenAI-ES from ``theta0``; ``callback(metrics_dict)`` after each generation
+    (the dict also holds ``"theta"``: a copy of the new mean, e.g. to draw the path; the history does not)."""
     from .comm import SerialComm
     from .config import config_from_dict
     from .rollout import FunctionObjective
@@ -44,7 +45,11 @@ def optimize(f, theta0, *, generations: int = 100, pairs: int = 50, noise_stdev:
         "noise": {"size": int(noise_size or max(1_000_000, 20 * theta0.size))},
         "checks": {"replica_check_every": 0},
     }, "esmpi.optimize(...)")
-    trainer = Trainer(cfg, FunctionObjective(f, theta0), comm or SerialComm(),
-                      sinks=[callback] if callback else [])
+    trainer = None
+
+    def sink(metrics):   # called after the generation's update: trainer.state holds the new theta
+        callback({**metrics, "theta": trainer.state.theta.copy()})
+
+    trainer = Trainer(cfg, FunctionObjective(f, theta0), comm or SerialComm(), sinks=[sink] if callback else [])
     state = trainer.run()
     return OptimizeResult(state.theta.copy(), state, trainer.history)

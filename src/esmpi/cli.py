@@ -5,6 +5,7 @@
     esmpi export RUN --csv history.csv                 the history table as CSV
     esmpi eval   RUN --episodes N                      evaluate the saved policy (mpiexec: spread over ranks)
     esmpi video  RUN -o walk.gif                       render the policy headless (MuJoCo, EGL)
+    esmpi robustness RUN [RUN ...] [-k K] [-o fig.png] returns of K perturbed policies (mpiexec: spread over ranks)
 
 RUN is a run directory (its newest periodic checkpoint, latest.h5) or a checkpoint .h5 file.
 Training itself is ``mpiexec -n N python -m esmpi.run``. The logic lives in ``esmpi.analyze``;
@@ -70,6 +71,22 @@ def build_parser(prog: str = "esmpi") -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=360, help="frame height in pixels (default: 360)")
     p.add_argument("--fps", type=float, help="frames per second (default: the env's real-time rate, at most 50)")
     p.add_argument("--seed", type=int, default=0, help="episode seeds as for eval (default: 0)")
+
+    p = sub.add_parser("robustness", help="returns of K perturbations theta + s * eps_k of each saved policy, "
+                                          "relative to the unperturbed return (docs/robustness.md)")
+    run_arg(p, "+")
+    p.add_argument("-k", type=int, default=1000, help="perturbations per scale (default: 1000)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--sigma", type=float, nargs="+", metavar="S", help="absolute perturbation scales")
+    g.add_argument("--times", type=float, nargs="+", metavar="M", default=[1.0, 2.0],
+                   help="scales as multiples of each run's training sigma (default: 1 2)")
+    p.add_argument("--episodes", "-n", type=int, default=10,
+                   help="unperturbed episodes; their mean return is the reference R0 (default: 10)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="analysis seed: perturbation offsets and episode resets (default: 0)")
+    p.add_argument("--json", action="store_true", help="print every result (with all returns) as JSON")
+    p.add_argument("-o", "--out", help="also draw the runs side by side into this image (.png, .pdf, .svg)")
+    p.add_argument("--title", help="figure title")
     return ap
 
 
@@ -145,7 +162,57 @@ def _video(args) -> int:
     return 0
 
 
-COMMANDS = {"info": _info, "plot": _plot, "export": _export, "eval": _eval, "video": _video}
+def _robustness(args) -> int:
+    from . import robustness
+
+    if args.k < 1:
+        raise EsmpiError(f"-k {args.k}: need at least 1 perturbation")
+    scales = args.sigma if args.sigma else args.times
+    if any(not (s > 0 and s < float("inf")) for s in scales):
+        raise EsmpiError(f"{'--sigma' if args.sigma else '--times'} {' '.join(map(str, scales))}: "
+                         "perturbation scales must be finite and > 0")
+    if args.episodes < 1:
+        raise EsmpiError(f"--episodes {args.episodes}: need at least 1 unperturbed episode")
+    if args.out:
+        from pathlib import Path
+
+        if not Path(args.out).parent.is_dir():
+            raise EsmpiError(f"-o {args.out}: directory {Path(args.out).parent} does not exist")
+    from . import analyze
+
+    runs = [analyze.load_run(r) for r in args.run]    # every file is checked before any episode runs
+    from .comm import make_comm
+
+    comm = make_comm()
+    try:
+        try:
+            tables = {}    # noise tables by (size, seed): built once, collectively, for runs that share one
+            results = [robustness.probe(rd, args.k, args.sigma, args.times, args.episodes, args.seed, comm, tables)
+                       for rd in runs]
+        except EsmpiError as e:
+            if comm.rank == 0:
+                print(f"esmpi robustness: error: {e}", file=sys.stderr, flush=True)
+            return e.exit_code
+        if comm.rank == 0:
+            print(json.dumps(results, indent=1) if args.json else robustness.format_table(results), flush=True)
+            if args.out:
+                out = analyze.save_figure(robustness.plot_robustness(results, args.title), args.out)
+                print(f"wrote {out}", file=sys.stderr if args.json else sys.stdout, flush=True)
+        return 0
+    except BrokenPipeError:   # `esmpi robustness ... | head`: main() handles it
+        raise
+    except BaseException:
+        sys.stderr.write(f"[rank {comm.rank}] esmpi robustness crashed:\n{traceback.format_exc()}")
+        sys.stderr.flush()
+        if comm.size > 1:
+            comm.abort(1)
+        raise
+    finally:
+        comm.free()
+
+
+COMMANDS = {"info": _info, "plot": _plot, "export": _export, "eval": _eval, "video": _video,
+            "robustness": _robustness}
 
 
 def main(argv=None, prog: str = "esmpi") -> int:

@@ -19,6 +19,7 @@ EXTRA = 6            # (g, block, rank, k) -> offset, obs-stat draw and episode 
 REF_BATCH = 7        # (episode) -> reset seed of a reference-batch episode; () -> its actions and frame picks
 SGD_BATCH = 8        # (iteration,) -> mini-batch seed of the SGD/Adam baseline (esmpi.supervised.sgd)
 GRAD_STUDY = 9       # (step, kind, ...) -> batches and noise offsets of the gradient study (esmpi.supervised.study)
+PROBE = 10           # (k,) -> noise offset of perturbation k of a saved policy (esmpi.robustness; analysis seed)
 
 
 def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:
