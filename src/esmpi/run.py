@@ -239,7 +239,7 @@ def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, res
         what = {"fresh": "run directory", "restart": "restarting (no checkpoint yet) in",
                 "resume": f"resuming generation {trainer.state.generation} of"}[mode]
         print(f"esmpi: {cfg.env.id}, {objective.num_params} parameters, {comm.size} rank(s) "
-              f"[{getattr(comm, 'library', '')}], {cfg.es.pairs_per_generation} pairs/generation, "
+              f"[{getattr(comm, 'library', '')}], {trainer.strategy.describe()}, "
               f"seed {cfg.run.seed}, budget {budget}\nesmpi: {what} {run_dir}", flush=True)
         if mode == "resume" and resumes[-1]["changes"]:
             print(f"esmpi: config changes on resume: {resumes[-1]['changes']}", flush=True)

@@ -16,6 +16,11 @@ EPISODE = 3          # (g, block, pair, sign) -> env reset seed and action noise
 EVAL = 4             # (g, episode) -> evaluation episode seed
 INIT_THETA = 5       # () -> initial policy parameters
 EXTRA = 6            # (g, block, rank, k) -> offset, obs-stat draw and episode seeds of a 'steal' extra pair
+GA_PARENT = 7        # (g,) -> the parent of each GA child of generation g
+GA_MUTATION = 8      # (g,) -> the noise offset (mutation) of each GA child of generation g
+GA_EPISODE = 9       # (g, i) -> reset seed of child i's training episode
+GA_VALIDATE = 10     # (g, i, e) -> reset seed of validation episode e of individual i (N - 1: the elite)
+GA_OBS_STAT = 11     # (g,) -> which GA children record observation statistics
 
 
 def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:

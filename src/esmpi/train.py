@@ -24,7 +24,7 @@ import numpy as np
 from . import candidates as C
 from . import checkpoint, seeding, strategies
 from .errors import ConfigError, ReplicaMismatch
-from .evaluate import Evaluator
+from .evaluate import Evaluator, fresh_theta
 from .metrics import generation_metrics, target_reached
 from .noise import NodeSplitSum, NoiseTable
 from .obs_norm import ObsStats
@@ -89,7 +89,8 @@ class Trainer:
                               f"set noise.size >= {d} (a table 100x larger keeps perturbations nearly independent)")
         self.strategy = strategies.make(cfg, context(cfg, objective))
         self.noise = NoiseTable(cfg.noise.size, cfg.noise.seed, comm)
-        self.strategy.attach(self.noise, comm.node_shared_array, comm.node_barrier)
+        self.strategy.attach(self.noise, comm.node_shared_array, comm.node_barrier,
+                             fresh=lambda init: fresh_theta(objective, cfg.run.seed, init))
         # the update's noise sum: split over the ranks of a node (same bits, 1/k of the reading each)
         self.summer = NodeSplitSum(self.noise, comm, d) if getattr(comm, "node_size", 1) > 1 else self.noise
         self.max_steps = objective.max_episode_steps
@@ -175,6 +176,8 @@ class Trainer:
         self.scored_state = st    # the state this generation's evaluation episodes measured
         strat, stats = strategy.tell(st.strategy, g, rounds, self.summer)
         self.state = advance(st, strat, rounds, cfg.es, self.max_steps, strategy.counts_validation)
+        if strategy.evaluates_told_state:
+            self.scored_state = self.state
         t_update = time.perf_counter() - tu
         now = time.perf_counter()
         times = {"generation": now - t0, "elapsed": self.time_offset + now - self._t_start,
