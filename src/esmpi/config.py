@@ -174,7 +174,7 @@ class GAConfig(_Section):
         if self.mode == "random_search" and "truncation" in self.model_fields_set and self.truncation:
             raise ValueError(f"ga.truncation = {self.truncation} has no meaning under ga.mode = 'random_search' "
                              "(no parents): remove it, or set ga.mode = 'ga'")
-        if self.truncation > n:
+        if self.mode == "ga" and self.truncation > n:
             raise ValueError(f"ga.truncation = {self.truncation} is larger than ga.population = {n}: "
                              "choose T <= N parents")
         if self.validation_top > n:
@@ -215,6 +215,8 @@ class Config(_Section):
                         tree[section].pop(key, None)
                     else:
                         tree.pop(section, None)
+        if self.strategy.name == "ga" and self.ga.mode == "random_search":
+            tree["ga"].pop("truncation")     # not read (no parents), and refused when set: the saved config loads back
         return tree
 
 
