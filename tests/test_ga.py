@@ -273,3 +273,50 @@ def test_ga_learns_pointmass():
     t = train(cfg)
     first, last = t.history[0]["EvalEpRewMean"], np.mean([h["EvalEpRewMean"] for h in t.history[-5:]])
     assert last > first + 30 and last > -60, (first, last)
+
+
+# ---------------------------------------------------------------- bad input, at the command line
+def _run_cli(args, cwd):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "esmpi.run", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+GA_JOB = '[strategy]\nname = "ga"\n[env]\nid = "esmpi/PointMass-v0"\n[policy]\nhidden = [8]\n[noise]\nsize = 100000\n'
+
+
+@pytest.mark.parametrize("toml, expect", [
+    ('[ga]\npopulation = 10\ntruncation = 11\n', "ga.truncation = 11 is larger than ga.population = 10"),
+    ('[ga]\ntruncation = -1\n', "key 'ga.truncation': Input should be greater than or equal to 0"),
+    ('[ga]\npopulation = 1\ntruncation = 1\nvalidation_top = 2\n', "key 'ga.population': Input should be greater than or equal to 2"),
+    ('[ga]\nsigma = 0.0\n', "key 'ga.sigma': Input should be greater than 0"),
+    ('[ga]\npopulation = 10\ntruncation = 5\nvalidation_top = 11\n', "ga.validation_top = 11 is larger than ga.population = 10"),
+    ('[ga]\nvalidation_episodes = 0\n', "key 'ga.validation_episodes': Input should be greater than or equal to 1"),
+    ('[ga]\nmode = "random_search"\ntruncation = 5\n', "ga.truncation = 5 has no meaning under ga.mode = 'random_search'"),
+    ('[es]\nnoise_stdev = 0.1\n', "key 'es.noise_stdev' belongs to strategy 'openai_es' or 'ars', but strategy.name = 'ga'"),
+    ('[optimizer]\nstepsize = 0.1\n', "key 'optimizer.stepsize' belongs to strategy 'openai_es', but strategy.name = 'ga'"),
+    ("ES", "key 'ga.population' belongs to strategy 'ga', but strategy.name = 'openai_es'"),
+])
+def test_bad_ga_input_is_one_line_exit_2_nothing_written(tmp_path, toml, expect):
+    text = '[env]\nid = "esmpi/PointMass-v0"\n[ga]\npopulation = 10\n' if toml == "ES" else GA_JOB + toml
+    job = tmp_path / "job.toml"
+    job.write_text(text)
+    r = _run_cli(["--config", str(job), "--out", str(tmp_path / "run")], tmp_path)
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip()
+    assert "\n" not in line and str(job) in line and expect in line, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_ga_checkpoint_resumed_as_es_is_refused_and_untouched(tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text(GA_JOB + "[run]\ngenerations = 2\n[ga]\npopulation = 6\ntruncation = 2\nvalidation_top = 2\n"
+                   "validation_episodes = 1\ntest_episodes = 1\n")
+    r = _run_cli(["--config", str(job), "--out", str(tmp_path / "run"), "-q"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
+    r = _run_cli(["--resume", str(tmp_path / "run"), "--set", "strategy.name=openai_es"], tmp_path)
+    assert r.returncode == 2 and "\n" not in r.stderr.strip(), r.stderr
+    assert "gen_000002.h5" in r.stderr and "key 'ga.mode' belongs to strategy 'ga'" in r.stderr, r.stderr
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
