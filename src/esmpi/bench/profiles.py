@@ -13,6 +13,8 @@ PROFILES = {
         # collectives (the paper's 5,000 pairs)
         "probe_pairs": 24, "generations": 6, "coll_pairs": 5_000, "coll_repeats": 100, "n_eval": 30, "obs_dim": 348,
         "ranks": [1, 2, 4], "mpi_timeout": 300, "monte_carlo": 8,
+        # 9 GA: child materialisation at the Humanoid and Atari sizes; parent cache at T = 20, d = 4M
+        "ga_d": [160_000, 4_000_000], "ga_repeats": 7, "ga_cache_d": 4_000_000,
     },
     "quick": {
         "rollout_steps": {"HalfCheetah-v5": 5_000, "Humanoid-v5": 1_200}, "rollout_repeats": 3,
@@ -21,6 +23,7 @@ PROFILES = {
         "split_repeats": 3, "split_repeats_oversubscribed": 1,
         "probe_pairs": 8, "generations": 3, "coll_pairs": 500, "coll_repeats": 30, "n_eval": 4, "obs_dim": 348,
         "ranks": [1, 2, 4], "mpi_timeout": 180, "monte_carlo": 4,
+        "ga_d": [16_000, 400_000], "ga_repeats": 3, "ga_cache_d": 400_000,
     },
     "tiny": {
         "rollout_steps": {"HalfCheetah-v5": 300, "Humanoid-v5": 200}, "rollout_repeats": 2,
@@ -29,5 +32,6 @@ PROFILES = {
         "split_repeats": 2, "split_repeats_oversubscribed": 1,
         "probe_pairs": 2, "generations": 1, "coll_pairs": 64, "coll_repeats": 5, "n_eval": 2, "obs_dim": 348,
         "ranks": [1, 2], "mpi_timeout": 120, "monte_carlo": 2,
+        "ga_d": [4_000, 40_000], "ga_repeats": 2, "ga_cache_d": 40_000,
     },
 }
