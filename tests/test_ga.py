@@ -262,6 +262,18 @@ def test_world_size_invariance_and_resume_at_another_size(mode, tmp_path_factory
     assert digest(cont.state) == digest(serial.state)
 
 
+@pytest.mark.mpi(min_size=2)
+def test_replica_check_sees_one_changed_genome_offset():
+    from esmpi.errors import ReplicaMismatch
+    comm = make_comm()
+    t = train(ga_config(run={"generations": 2}), comm)
+    t.check_replicas()
+    if comm.rank == 1:
+        t.state.strategy.parents[-1] += 1            # one offset of one parent's genome, on one rank
+    with pytest.raises(ReplicaMismatch, match=r"ranks \[1\] hold state"):
+        t.check_replicas()
+
+
 # ---------------------------------------------------------------- learning
 @pytest.mark.slow
 def test_ga_learns_pointmass():
@@ -309,14 +321,38 @@ def test_bad_ga_input_is_one_line_exit_2_nothing_written(tmp_path, toml, expect)
     assert not (tmp_path / "run").exists()
 
 
-def test_a_ga_checkpoint_resumed_as_es_is_refused_and_untouched(tmp_path):
+def test_ga_run_sigterm_resume_refused_as_es_then_info_and_eval(tmp_path):
+    """A GA run as a user runs it: SIGTERM checkpoints and exits 75; resuming it as ES is refused
+    (one line, exit 2, nothing touched); resuming it as itself finishes; info and eval read it."""
+    import signal
+    import subprocess
+    import sys
+    import time
     job = tmp_path / "job.toml"
-    job.write_text(GA_JOB + "[run]\ngenerations = 2\n[ga]\npopulation = 6\ntruncation = 2\nvalidation_top = 2\n"
+    job.write_text(GA_JOB + "[run]\ngenerations = 100000\n[ga]\npopulation = 6\ntruncation = 2\nvalidation_top = 2\n"
                    "validation_episodes = 1\ntest_episodes = 1\n")
-    r = _run_cli(["--config", str(job), "--out", str(tmp_path / "run"), "-q"], tmp_path)
-    assert r.returncode == 0, r.stderr
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
-    r = _run_cli(["--resume", str(tmp_path / "run"), "--set", "strategy.name=openai_es"], tmp_path)
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "esmpi.run", "--config", str(job), "--out", str(out), "-q"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (out / "progress.jsonl").exists() and len((out / "progress.jsonl").read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 75, err
+    n = len((out / "progress.jsonl").read_text().splitlines())
+    assert checkpoint.load(out / "latest.h5")["state"].generation == n
+    before = {q: q.stat().st_mtime_ns for q in out.rglob("*")}
+    r = _run_cli(["--resume", str(out), "--set", "strategy.name=openai_es"], tmp_path)
     assert r.returncode == 2 and "\n" not in r.stderr.strip(), r.stderr
-    assert "gen_000002.h5" in r.stderr and "key 'ga.mode' belongs to strategy 'ga'" in r.stderr, r.stderr
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
+    assert f"gen_{n:06d}.h5" in r.stderr and "key 'ga.mode' belongs to strategy 'ga'" in r.stderr, r.stderr
+    assert {q: q.stat().st_mtime_ns for q in out.rglob("*")} == before
+    r = _run_cli(["--resume", str(out), "--set", f"run.generations={n + 1}", "-q"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    esmpi = [sys.executable, "-m", "esmpi.analyze"]
+    info = subprocess.run([*esmpi, "info", str(out)], capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0 and "x compact" in info.stdout and f"{n + 1} generations" in info.stdout, info.stderr
+    ev = subprocess.run([*esmpi, "eval", str(out), "--episodes", "2"], capture_output=True, text=True, timeout=120)
+    assert ev.returncode == 0, ev.stderr
