@@ -136,7 +136,7 @@ class GA(Strategy):
 
     def elite_candidates(self, s: GAState, g: int, round0) -> np.ndarray:
         """Individuals validated in generation g: [-1 (previous elite)] + the top k (or k - 1) children."""
-        c, pos = round0.rows(C.TRAIN)
+        _, pos = round0.rows(C.TRAIN)
         order = order_by_fitness(round0.results.returns[pos], round0.results.failed[pos])
         top = self.k - 1 if s.elite.size else self.k
         return np.concatenate([[-1] if s.elite.size else [], order[:top]]).astype(np.int64)
@@ -144,7 +144,7 @@ class GA(Strategy):
     def choose_elite(self, s: GAState, g: int, rounds) -> tuple[int, np.ndarray]:
         """(individual of the new elite (-1: the previous one), validation means of the candidates)."""
         cand = self.elite_candidates(s, g, rounds[0])
-        c, pos = rounds[1].rows(C.VALIDATE)
+        _, pos = rounds[1].rows(C.VALIDATE)
         means = validation_means(rounds[1].results.returns[pos], rounds[1].results.failed[pos], self.V)
         return int(cand[int(np.argmax(means))]), means    # argmax: the first of equal maxima
 
@@ -200,7 +200,7 @@ class GA(Strategy):
                 theta = mutate(np.empty(self.ctx.d, np.float32), cache[kids["base"][who]], self.noise,
                                kids["offset"][who], self.sigma, np.empty(self.ctx.d, np.float32))
         if self.T:
-            c, pos = rounds[0].rows(C.TRAIN)
+            _, pos = rounds[0].rows(C.TRAIN)
             order = order_by_fitness(rounds[0].results.returns[pos], rounds[0].results.failed[pos])
             chosen = [elite] + [genome(i) for i in order[: self.T] if i != who][: self.T - 1]
             flat, lengths = pack(chosen)
