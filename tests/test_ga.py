@@ -173,6 +173,19 @@ def test_the_in_place_cache_update_survives_permutations_copies_and_rebuilds():
         genomes = nxt
 
 
+def test_a_resume_rebuilds_shared_ancestry_once():
+    d = 5
+    g = lambda *x: np.array(x, np.int64)
+    genomes = [g(1, 10, 20, 30), g(1, 10, 20, 31), g(1, 10, 20), g(1, 10, 21, 40), g(2, 50), g(1, 10, 20, 30), g(1, 10, 20)]
+    cache = ParentCache(7, d, NOISE, lambda i: np.full(d, i, np.float32), 0.1,
+                        lambda n, dt: (np.empty(n, dt), True), lambda: None)
+    rows = cache.rows(genomes)
+    for genome, row in zip(genomes, rows):
+        assert np.array_equal(theta_from_genome(genome, cache.fresh, NOISE, 0.1), row)
+    # the trie's edges: 10, 20, 30, 31, 21, 40, 50 (duplicates and prefixes are copies), not 16 axpys
+    assert cache.axpys == 7 and cache.rebuilt == 7
+
+
 def test_the_checkpoint_holds_genomes_and_the_elite_and_info_reports_the_ratio(tmp_path):
     from esmpi.analyze import format_info, load_run, summarize
     t = train(ga_config())

@@ -13,7 +13,8 @@ or hashed, rebuilt from the genomes on resume by the same float32 operations. On
 (``alloc`` from ``Strategy.attach``: an MPI-3 shared window, filled by one rank per node) plus one
 scratch row. From one generation to the next it is updated in place: a new parent whose genome is
 an old row's genome (the elite, kept) is a copy; one that extends an old row's genome by one offset
-(a child) is one axpy from that row; anything else (a resume) is rebuilt from its genome. Rows are
+(a child) is one axpy from that row; anything else (a resume) is rebuilt from its genome, common
+prefixes once. Rows are
 written in an order that never overwrites a row another pending row still reads; when every pending
 row is read by another one (a permutation of rows), one row is saved to the scratch row first.
 """
@@ -68,6 +69,7 @@ class ParentCache:
         self.fill = False
         self.held: list[bytes | None] = [None] * (T + 1)   # genome bytes of each row (row T: scratch)
         self.rebuilt = 0                                    # rows rebuilt from their genome (resume), for tests
+        self.axpys = 0                                      # mutations applied while rebuilding, for tests
 
     def rows(self, genomes: list[np.ndarray]) -> np.ndarray:
         """(len(genomes), d) view of the cache holding these genomes' thetas, in this order.
@@ -135,6 +137,7 @@ class ParentCache:
 
     def _apply(self, steps: list[tuple], genomes: list[np.ndarray]) -> None:
         buf, scaled = self.buf, np.empty(self.d, np.float32)
+        rebuild = []
         for row, op, j in steps:
             if op == "save":
                 buf[row] = buf[j]
@@ -144,5 +147,43 @@ class ParentCache:
             elif op == "mutate":
                 mutate(buf[row], buf[j], self.noise, genomes[row][-1], self.sigma, scaled)
             else:
-                theta_from_genome(genomes[row], self.fresh, self.noise, self.sigma, out=buf[row])
-                self.rebuilt += 1
+                rebuild.append(row)
+        # last: a rebuilt row reads no old row, and no old row is read after this point
+        self._rebuild(rebuild, genomes, scaled)
+
+    def _rebuild(self, rows: list[int], genomes: list[np.ndarray], scaled: np.ndarray) -> None:
+        """Rebuild ``rows`` from their genomes, sharing common prefixes: each group of genomes with a
+        common prefix is built once in its first row, copied to the first row of each branch, then
+        extended per branch. The same float32 operations, in the same order, as ``theta_from_genome``
+        for every row (copies do not change bits); after a truncation GA's generations the parents'
+        genomes share most of their ancestry, so this is about (ancestry + branches) axpys instead of
+        T x length."""
+        buf = self.buf
+        todo = []                                        # (rows sharing a prefix; theta of it is in rows[0]; its length)
+        for init in sorted({int(genomes[r][0]) for r in rows}):
+            group = [r for r in rows if genomes[r][0] == init]
+            buf[group[0]] = self.fresh(init)
+            todo.append((group, 1))
+        while todo:
+            group, depth = todo.pop()
+            first = genomes[group[0]]
+            L = min(genomes[r].size for r in group)
+            for r in group[1:]:                          # the longest common prefix of the group
+                neq = np.flatnonzero(genomes[r][depth:L] != first[depth:L])
+                L = depth + int(neq[0]) if neq.size else L
+            for off in first[depth:L]:
+                mutate(buf[group[0]], buf[group[0]], self.noise, off, self.sigma, scaled)
+                self.axpys += 1
+            branches: dict = {}
+            for r in group:                              # by the next offset (None: the genome ends here)
+                nxt = int(genomes[r][L]) if genomes[r].size > L else None
+                branches.setdefault(nxt, []).append(r)
+            for nxt, sub in branches.items():
+                if sub[0] != group[0]:
+                    buf[sub[0]] = buf[group[0]]
+                for r in sub[1:] if nxt is None else ():  # identical genomes: copies
+                    buf[r] = buf[sub[0]]
+            for nxt, sub in branches.items():          # every branch now holds theta(prefix) in its own row
+                if nxt is not None:
+                    todo.append((sub, L))
+        self.rebuilt += len(rows)
