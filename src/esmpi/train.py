@@ -176,8 +176,6 @@ class Trainer:
         self.scored_state = st    # the state this generation's evaluation episodes measured
         strat, stats = strategy.tell(st.strategy, g, rounds, self.summer)
         self.state = advance(st, strat, rounds, cfg.es, self.max_steps, strategy.counts_validation)
-        if strategy.evaluates_told_state:
-            self.scored_state = self.state
         t_update = time.perf_counter() - tu
         now = time.perf_counter()
         times = {"generation": now - t0, "elapsed": self.time_offset + now - self._t_start,

@@ -47,8 +47,6 @@ class Strategy:
     history_keys: tuple[str, ...] = ()   # strategy-specific history columns (besides metrics.HISTORY_KEYS)
     accepts_steal = False                # may run with es.schedule = "steal" (results then depend on timing)
     counts_validation = True             # VALIDATE episodes count towards the timestep budget
-    evaluates_told_state = False         # EVAL rows measure the state ``tell`` returns (GA: the new elite), not
-                                         # the one the generation started from (the loop's best.h5 keeps the right one)
 
     def __init__(self, cfg, ctx: Context):
         self.cfg, self.ctx = cfg, ctx

@@ -1,19 +1,21 @@
 """Deep GA and random search (Such et al. 2017, Algorithm 1), with seed-encoded genomes.
 
 Population N, truncation T, mutation power sigma, no crossover (``[ga]`` in the config). Per
-generation g, three rounds of the one loop:
+generation g, two rounds of the one loop:
 
 - round 0, TRAIN: the children, one episode each. Generation 0 (and every generation of random
   search): fresh initialisations (base -1, ``init = g N + i``). Later: N - 1 children, child i of
   parent ``p_i`` (uniform over the T parents, ``rng(GA_PARENT, g)``) with a new noise offset
   (``rng(GA_MUTATION, g)``): ``theta_i = theta_{p_i} + sigma * eps_i``, one axpy from the parent
   cache. The elite is the N-th individual, carried unmutated; as in the paper's Algorithm 1 it is not
-  scored on a training episode (its fitness is its validation).
+  scored on a training episode (its fitness is its validation). With them, EVAL: ``ga.test_episodes``
+  episodes of the current elite (its test return, the history's EvalEpRewMean; not counted in the
+  budget, as every EVAL row). Like ES's evaluation of theta, history row g measures the state
+  generation g started from, with the observation normalisation that state holds: what
+  ``best.h5``, ``esmpi eval`` and ``load_policy`` deploy. Generation 0 has no elite yet, so no test.
 - round 1, VALIDATE: the elite candidates, V episodes each (addressed by ``(GA_VALIDATE, g, i, e)``,
   i the individual, N - 1 for the elite): the top k children (generation 0), or the previous elite
   and the top k - 1 children. These episodes count as training (the paper counts them).
-- round 2, EVAL: ``ga.test_episodes`` episodes of the new elite (its test return: the history's
-  EvalEpRewMean; not counted in the budget, as every EVAL row).
 
 ``tell``: the elite is the candidate with the best validation mean; the parents of the next
 generation are ``[elite] + the children in fitness order without the elite``, the first T (the
@@ -83,7 +85,6 @@ def validation_means(returns: np.ndarray, failed: np.ndarray, V: int) -> np.ndar
 class GA(Strategy):
     name = "ga"
     history_keys = ("GAEliteValidation", "GAValidationMean", "GAEliteNew", "GAGenomeLength")
-    evaluates_told_state = True    # the test episodes measure the elite tell selects
 
     def __init__(self, cfg, ctx):
         super().__init__(cfg, ctx)
@@ -160,6 +161,10 @@ class GA(Strategy):
             if self.ctx.obs_dim and frac > 0:
                 t["record_obs"] = seeding.rng(self.ctx.run_seed, seeding.GA_OBS_STAT, g).random(n) < frac
             C.set_addr(t, seeding.GA_EPISODE, g, np.arange(n))
+            if s.elite.size and self.cfg.ga.test_episodes:     # the current elite's test episodes
+                e = C.evaluations(g, self.cfg.ga.test_episodes)
+                self._fill(e, s, kids, np.full(e.size, -1))
+                t = np.concatenate([t, e])
             return t
         if r == 1:
             cand = self.elite_candidates(s, g, prior[0])
@@ -170,11 +175,6 @@ class GA(Strategy):
             member = np.repeat(cand, V)
             self._fill(t, s, kids, member)
             C.set_addr(t, seeding.GA_VALIDATE, g, np.where(member < 0, self.N - 1, member), np.tile(np.arange(V), cand.size))
-            return t
-        if r == 2 and self.cfg.ga.test_episodes:
-            who, _ = self.choose_elite(s, g, prior)
-            t = C.evaluations(g, self.cfg.ga.test_episodes)
-            self._fill(t, s, kids, np.full(t.size, who))
             return t
         return None
 
