@@ -7,6 +7,9 @@
   d = 160k (the paper's Humanoid policy) and d = 4M (the Atari network). Target: <= 1.5x.
 - **Genome bytes per generation** (one int64 offset: 8 B) and the **compact-encoding ratio** at
   d = 4M after 1,000 generations, from ``GAState.encoding`` of a state of that shape.
+- **Evaluation throughput against ES**: env steps per second of rollout time (materialisation,
+  episodes and evaluation rows included) of a GA generation against an OpenAI-ES generation with as
+  many episodes, the same env and policy, one process, generations interleaved. Target: >= 0.95.
 - **Parent-cache memory per node** at T = 20, d = 4M: the cache's proportional set size summed
   over the ranks of ``mpiexec -n 2`` (one node), in copies of the (T + 1) d float32 rows (T parents
   and the scratch row). Target: <= 1.05 (one copy per node, as the noise table).
@@ -86,6 +89,44 @@ def encoding_figures(d: int = 4_000_000, generations: int = 1000, T: int = 20) -
     ]
 
 
+def throughput_figure(env_id: str, pairs: int, repeats: int, max_steps: int = 0) -> list:
+    from ..comm import SerialComm
+    from ..config import config_from_dict
+    from ..rollout import EnvObjective
+    from ..train import Trainer
+
+    common = {"run": {"generations": 10**6, "max_seconds": 0.0}, "env": {"id": env_id, "max_episode_steps": max_steps},
+              "policy": {"hidden": [64, 64]}, "noise": {"size": 5_000_000}, "checks": {"replica_check_every": 0}}
+    es = {**common, "es": {"pairs_per_generation": pairs, "eval_episodes": 2, "obs_stat_fraction": 0.01}}
+    ga = {**common, "strategy": {"name": "ga"}, "es": {"obs_stat_fraction": 0.01},
+          "ga": {"population": 2 * pairs - 1, "truncation": 4, "sigma": 0.02, "validation_top": 2,
+                 "validation_episodes": 1, "test_episodes": 2}}    # 2 pairs - 2 children + 2 validation + 2 test
+    trainers = {k: Trainer(c := config_from_dict(t, f"<bench {k}>"), EnvObjective(c), SerialComm())
+                for k, t in (("es", es), ("ga", ga))}
+    steps = {"ga": [], "es": []}
+
+    def gen(k):
+        def run():
+            m = trainers[k].generation()
+            ev = m["EvalEpCount"] * m["EvalEpLenMean"] if m["EvalEpCount"] else 0
+            steps[k].append(m["TimestepsThisIter"] + ev)
+        return run
+
+    for k in trainers:             # past generation 0 (the GA's fresh initialisations, no elite yet)
+        trainers[k].generation()
+    samples = interleave({"ga": gen("ga"), "es": gen("es")}, repeats)
+    # per CPU second of the whole generation (rollouts, materialisation, tell): steps/s per core, and
+    # robust to other processes sharing the machine (wall time is not)
+    rate = {k: [n / s.cpu for n, s in zip(steps[k][-repeats:], samples[k])] for k in steps}
+    ratios = [g / e for g, e in zip(rate["ga"], rate["es"])]
+    return [figure("ga.throughput.ratio", SECTION,
+                   f"GA / ES env steps per CPU second, {env_id}, 64-64 policy, ~{2 * pairs} episodes per generation",
+                   median(ratios), "x", target=0.95, op=">=", samples=samples["ga"] + samples["es"], raw=ratios,
+                   info=f"GA {median(rate['ga']):,.0f}, ES {median(rate['es']):,.0f} steps per CPU second (medians; "
+                   "one process). The populations differ (GA children are far apart, ES perturbations close to "
+                   "theta), so the physics may cost differently per step.")]
+
+
 def cache_memory_figure(out_dir: Path, mpiexec: str, T: int = 20, d: int = 4_000_000, ranks: int = 2) -> list:
     spec = out_dir / "ga_cache.spec.json"
     out = out_dir / "ga_cache.json"
@@ -112,6 +153,7 @@ def run(prof: dict, out_dir: Path, mpiexec: str) -> list:
     for d in prof["ga_d"]:
         figs += materialize_figures(d, prof["ga_repeats"], max(8, 32_000_000 // d))
     figs += encoding_figures()
+    figs += throughput_figure(prof["ga_tp_env"], prof["ga_tp_pairs"], prof["ga_repeats"], prof["ga_tp_max_steps"])
     figs += cache_memory_figure(out_dir, mpiexec, d=prof["ga_cache_d"])
     return figs
 

@@ -15,6 +15,7 @@ PROFILES = {
         "ranks": [1, 2, 4], "mpi_timeout": 300, "monte_carlo": 8,
         # 9 GA: child materialisation at the Humanoid and Atari sizes; parent cache at T = 20, d = 4M
         "ga_d": [160_000, 4_000_000], "ga_repeats": 7, "ga_cache_d": 4_000_000,
+        "ga_tp_env": "HalfCheetah-v5", "ga_tp_pairs": 20, "ga_tp_max_steps": 0,
     },
     "quick": {
         "rollout_steps": {"HalfCheetah-v5": 5_000, "Humanoid-v5": 1_200}, "rollout_repeats": 3,
@@ -24,6 +25,7 @@ PROFILES = {
         "probe_pairs": 8, "generations": 3, "coll_pairs": 500, "coll_repeats": 30, "n_eval": 4, "obs_dim": 348,
         "ranks": [1, 2, 4], "mpi_timeout": 180, "monte_carlo": 4,
         "ga_d": [16_000, 400_000], "ga_repeats": 3, "ga_cache_d": 400_000,
+        "ga_tp_env": "HalfCheetah-v5", "ga_tp_pairs": 10, "ga_tp_max_steps": 300,
     },
     "tiny": {
         "rollout_steps": {"HalfCheetah-v5": 300, "Humanoid-v5": 200}, "rollout_repeats": 2,
@@ -33,5 +35,6 @@ PROFILES = {
         "probe_pairs": 2, "generations": 1, "coll_pairs": 64, "coll_repeats": 5, "n_eval": 2, "obs_dim": 348,
         "ranks": [1, 2], "mpi_timeout": 120, "monte_carlo": 2,
         "ga_d": [4_000, 40_000], "ga_repeats": 2, "ga_cache_d": 40_000,
+        "ga_tp_env": "HalfCheetah-v5", "ga_tp_pairs": 4, "ga_tp_max_steps": 50,
     },
 }
