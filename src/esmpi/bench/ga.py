@@ -112,12 +112,12 @@ def throughput_figure(env_id: str, pairs: int, repeats: int, max_steps: int = 0)
             steps[k].append(m["TimestepsThisIter"] + ev)
         return run
 
-    for k in trainers:             # past generation 0 (the GA's fresh initialisations, no elite yet)
-        trainers[k].generation()
+    for t in trainers.values():    # past generation 0 (the GA's fresh initialisations, no elite yet)
+        t.generation()
     samples = interleave({"ga": gen("ga"), "es": gen("es")}, repeats)
     # per CPU second of the whole generation (rollouts, materialisation, tell): steps/s per core, and
     # robust to other processes sharing the machine (wall time is not)
-    rate = {k: [n / s.cpu for n, s in zip(steps[k][-repeats:], samples[k])] for k in steps}
+    rate = {k: [n / s.cpu for n, s in zip(v[-repeats:], samples[k])] for k, v in steps.items()}
     ratios = [g / e for g, e in zip(rate["ga"], rate["es"])]
     return [figure("ga.throughput.ratio", SECTION,
                    f"GA / ES env steps per CPU second, {env_id}, 64-64 policy, ~{2 * pairs} episodes per generation",
