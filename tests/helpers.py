@@ -45,6 +45,11 @@ STRATEGY_CONFIGS = {
     "openai_es": {},
     "ars": {"strategy": {"name": "ars"}, "ars": {"top_directions": 4, "stepsize": 0.05, "reward_shift": 0.5},
             "es": {"l2coeff": None, "shaping": None}},
+    "ga": {"strategy": {"name": "ga"},
+           "ga": {"population": 12, "truncation": 4, "sigma": 0.05, "validation_top": 3, "validation_episodes": 2,
+                  "test_episodes": 3},
+           "es": {k: None for k in ("l2coeff", "shaping", "noise_stdev", "pairs_per_generation",
+                                    "min_timesteps_per_generation", "max_blocks_per_generation", "eval_episodes")}},
 }
 
 

@@ -139,7 +139,8 @@ def test_tiny_bench_end_to_end(tmp_path):
     assert validate(json.loads((tmp_path / "report.json").read_text())) == []
     f = {x["id"]: x for x in data["figures"]}
     for k in ("rollout.halfcheetah.ratio", "rollout.humanoid.ratio", "update.serial.gbps", "nodesplit.k2.ratio",
-              "memory.k2.table_pss", "comm.micro.k2", "startup.k1", "utilisation.k2.idle", "scale.efficiency.p1440"):
+              "memory.k2.table_pss", "comm.micro.k2", "startup.k1", "utilisation.k2.idle", "scale.efficiency.p1440",
+              "ga.materialize.40k.ratio", "ga.encoding.ratio", "ga.cache.k2.copies"):
         assert k in f, k
     for k in ("update.serial.bitwise", "nodesplit.k1.bitwise", "nodesplit.k2.bitwise"):
         assert f[k]["value"] is True and f[k]["met"] is True, k

@@ -32,7 +32,8 @@ from .runs import RunData, load_run  # noqa: F401  (the analysis commands' input
 HIGHLIGHT_KEYS = [
     "run.seed", "policy.hidden", "policy.nonlinearity", "policy.action_bins", "es.pairs_per_generation",
     "es.noise_stdev", "es.l2coeff", "es.shaping", "es.eval_episodes", "es.episode_cutoff", "es.obs_stat_fraction",
-    "es.action_noise_std", "optimizer.name", "optimizer.stepsize", "noise.size",
+    "es.action_noise_std", "optimizer.name", "optimizer.stepsize", "noise.size", "strategy.name", "ga.mode",
+    "ga.population", "ga.truncation", "ga.sigma", "ga.validation_top", "ga.validation_episodes", "ga.test_episodes",
 ]
 
 
@@ -102,6 +103,8 @@ def summarize(rd: RunData) -> dict:
         "time_median_s": times,
         "steps_per_sec_median": _median(rd.column("StepsPerSec")),
     }
+    if hasattr(st.strategy, "encoding"):      # seed-encoded genomes (GA): bytes against float32 parameters
+        out["encoding"] = st.strategy.encoding()
     if rd.run_dir is not None:
         d = rd.run_dir
         files = []
@@ -159,6 +162,11 @@ def format_info(s: dict) -> str:
                                       and t["generation"] > 0 else "") for k in ("rollout", "comm", "update")]
     L.append(f"time/gen     median {_fmt_t(t['generation'])}: " + ", ".join(parts)
              + (f"; {s['steps_per_sec_median']:,.0f} steps/s" if _finite(s["steps_per_sec_median"]) else ""))
+    if s.get("encoding"):
+        e = s["encoding"]
+        L.append(f"encoding     elite genome {e['elite_genome_bytes']:,} B vs {e['elite_param_bytes']:,} B of float32 "
+                 f"parameters ({e['ratio']:,.0f}x compact); genomes stored {e['stored_genome_bytes']:,} B vs "
+                 f"{e['stored_param_bytes_if_not']:,} B as parameter vectors")
     L.append(f"world size   {s['world_size']} rank(s)")
     for r in s.get("resumes") or []:
         if isinstance(r, dict):

@@ -139,7 +139,7 @@ class CheckpointConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    name: str = Field("openai_es", description="The algorithm, from esmpi.strategies: 'openai_es' (Salimans et al. 2017) or 'ars' (Mania et al. 2018). Its own keys live in the table of the same name ([ars]); [es] holds the antithetic-sampling keys they share.")
+    name: str = Field("openai_es", description="The algorithm, from esmpi.strategies: 'openai_es' (Salimans et al. 2017), 'ars' (Mania et al. 2018) or 'ga' (Deep GA and random search, Such et al. 2017). Its own keys live in the table of the same name ([ars], [ga]); [es] holds the antithetic-sampling keys they share.")
 
     @field_validator("name")
     @classmethod
@@ -164,6 +164,30 @@ class ARSConfig(_Section):
     zero_init: bool = Field(True, description="Start from theta = 0, as the paper does (false: the policy's own initialisation).")
 
 
+class GAConfig(_Section):
+    mode: Literal["ga", "random_search"] = Field("ga", description="'ga': the Deep GA (Such et al. 2017, Algorithm 1); 'random_search': every child a fresh initialisation (the GA with ga.truncation = 0), the elite the best by validation.")
+    population: int = Field(1000, ge=2, description="N: individuals per generation (N - 1 children + the elite; N fresh ones in generation 0). Authors' Atari config: 1000.")
+    truncation: int = Field(20, ge=0, description="T: the top T individuals (the elite first) are the parents of the next generation (authors: 20). 0 = random search. Not read under mode = 'random_search'.")
+    sigma: float = Field(0.002, gt=0, description="Mutation power: child = parent + sigma * eps (authors' Atari config: 0.002).")
+    validation_top: int = Field(10, ge=2, description="k: the top k children (generation 0), else the previous elite and the top k - 1 children, are validated; the best validation mean is the elite (authors: 10).")
+    validation_episodes: int = Field(30, ge=1, description="V: validation episodes per elite candidate; counted as training timesteps, as in the paper (authors: 30).")
+    test_episodes: int = Field(200, ge=0, description="Episodes of the elite per generation: its test return, the history's EvalEpRewMean; not counted in the budget (authors: 200).")
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        n = self.population
+        if self.mode == "random_search" and "truncation" in self.model_fields_set and self.truncation:
+            raise ValueError(f"ga.truncation = {self.truncation} has no meaning under ga.mode = 'random_search' "
+                             "(no parents): remove it, or set ga.mode = 'ga'")
+        if self.mode == "ga" and self.truncation > n:
+            raise ValueError(f"ga.truncation = {self.truncation} is larger than ga.population = {n}: "
+                             "choose T <= N parents")
+        if self.validation_top > n:
+            raise ValueError(f"ga.validation_top = {self.validation_top} is larger than ga.population = {n}: "
+                             "choose k <= N elite candidates")
+        return self
+
+
 class Config(_Section):
     strategy: StrategyConfig = StrategyConfig()
     run: RunConfig = RunConfig()
@@ -177,6 +201,7 @@ class Config(_Section):
     ars: ARSConfig = ARSConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     atari: dict[str, Any] = Field(default_factory=dict, description="objective.kind = 'atari': game, preprocessing, network and VBN keys, checked by esmpi.atari.settings (docs/atari.md).")
+    ga: GAConfig = GAConfig()
 
     @model_validator(mode="after")
     def _strategy_keys(self):
@@ -197,37 +222,51 @@ class Config(_Section):
         if self.objective.kind != "atari":
             tree.pop("atari", None)
         for owner, keys in STRATEGY_KEYS.items():
-            if owner != self.strategy.name:
+            if self.strategy.name not in _owners(owner):
                 for k in keys:
                     section, _, key = k.partition(".")
                     if key:
                         tree[section].pop(key, None)
                     else:
                         tree.pop(section, None)
+        if self.strategy.name == "ga" and self.ga.mode == "random_search":
+            tree["ga"].pop("truncation")     # not read (no parents), and refused when set: the saved config loads back
         return tree
 
 
 # Keys (tables or single keys) that only one strategy reads: setting one under another strategy is
 # refused (a silent no-op would make a different experiment than the user meant).
+# An owner is one strategy name or a tuple of them (keys several strategies share, e.g. the
+# antithetic-sampling keys of [es], which the GA does not read).
 STRATEGY_KEYS = {
     "openai_es": ("optimizer", "es.l2coeff", "es.shaping"),
     "ars": ("ars",),
+    "ga": ("ga",),
+    ("openai_es", "ars"): ("es.noise_stdev", "es.pairs_per_generation", "es.min_timesteps_per_generation",
+                           "es.max_blocks_per_generation", "es.eval_episodes"),
 }
+
+
+def _owners(owner) -> tuple[str, ...]:
+    return (owner,) if isinstance(owner, str) else tuple(owner)
 
 
 def _foreign_keys(tree: dict, source: str) -> None:
     st = tree.get("strategy", {})
     name = st.get("name", "openai_es") if isinstance(st, dict) else "openai_es"
+    known = {n for owner in STRATEGY_KEYS for n in _owners(owner)}
     for owner, keys in STRATEGY_KEYS.items():
-        if owner == name or name not in STRATEGY_KEYS:
+        owners = _owners(owner)
+        if name in owners or name not in known:
             continue
         for k in keys:
             section, _, key = k.partition(".")
             node = tree.get(section)
             if isinstance(node, dict) and (not key or key in node) and (key or node):
                 shown = k if key else f"{section}.{next(iter(node))}"
-                raise ConfigError(f"{source}: key '{shown}' belongs to strategy '{owner}', but strategy.name = "
-                                  f"'{name}': remove it, or set strategy.name = '{owner}'")
+                who = " or ".join(f"'{o}'" for o in owners)
+                raise ConfigError(f"{source}: key '{shown}' belongs to strategy {who}, but strategy.name = "
+                                  f"'{name}': remove it, or set strategy.name = '{owners[0]}'")
 
 
 def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:

@@ -57,8 +57,7 @@ class Evaluator:
         else:   # a fresh initialisation (GA generation 0, random search)
             init = int(c["init"])
             if self._init_cache is None or self._init_cache[0] != init:
-                theta0 = self.objective.initial_theta(seeding.rng(self.run_seed, seeding.INIT_THETA, init))
-                self._init_cache = (init, np.asarray(theta0, np.float32))
+                self._init_cache = (init, fresh_theta(self.objective, self.run_seed, init))
             base = self._init_cache[1]
         off = int(c["offset"])
         if off < 0:
@@ -111,6 +110,12 @@ class Evaluator:
         w = 2 + 2 * obj.obs_dim
         return (np.array(out, dtype=np.float64).reshape(len(out), 4 + self.bc_dim),
                 np.array(obs, dtype=np.float64).reshape(len(obs), w))
+
+
+def fresh_theta(objective, run_seed: int, init: int) -> np.ndarray:
+    """(d,) float32: the fresh initialisation ``init`` of a candidate with ``base == -1`` (also what GA
+    genomes start from: ``Strategy.attach``'s ``fresh``)."""
+    return np.asarray(objective.initial_theta(seeding.rng(run_seed, seeding.INIT_THETA, init)), np.float32)
 
 
 def describe(c) -> str:

@@ -21,6 +21,7 @@ ALLOWED_CHANGES = {
     "run.generations", "run.max_timesteps", "run.max_seconds", "run.auto_resume", "run.target_return",
     "run.target_window",
     "checkpoint.every", "checkpoint.keep_last", "checks.replica_check_every", "es.eval_episodes",
+    "ga.test_episodes",
 }
 
 OWN_FILES = {"config.toml", "progress.jsonl", "checkpoints", "latest.h5"}

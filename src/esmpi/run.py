@@ -238,8 +238,8 @@ def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, res
         budget = ", ".join(f"{k}={v}" for k, v in cfg.run.model_dump().items() if k not in skip and v)
         what = {"fresh": "run directory", "restart": "restarting (no checkpoint yet) in",
                 "resume": f"resuming generation {trainer.state.generation} of"}[mode]
-        print(f"esmpi: {cfg.task}, {cfg.strategy.name}, {objective.num_params} parameters, {comm.size} rank(s) "
-              f"[{getattr(comm, 'library', '')}], {cfg.es.pairs_per_generation} pairs/generation, "
+        print(f"esmpi: {cfg.task}, {objective.num_params} parameters, {comm.size} rank(s) "
+              f"[{getattr(comm, 'library', '')}], {trainer.strategy.describe()}, "
               f"seed {cfg.run.seed}, budget {budget}\nesmpi: {what} {run_dir}", flush=True)
         if mode == "resume" and resumes[-1]["changes"]:
             print(f"esmpi: config changes on resume: {resumes[-1]['changes']}", flush=True)

@@ -20,6 +20,11 @@ REF_BATCH = 7        # (episode) -> reset seed of a reference-batch episode; () 
 SGD_BATCH = 8        # (iteration,) -> mini-batch seed of the SGD/Adam baseline (esmpi.supervised.sgd)
 GRAD_STUDY = 9       # (step, kind, ...) -> batches and noise offsets of the gradient study (esmpi.supervised.study)
 PROBE = 10           # (k,) -> noise offset of perturbation k of a saved policy (esmpi.robustness; analysis seed)
+GA_PARENT = 11       # (g,) -> the parent of each GA child of generation g
+GA_MUTATION = 12     # (g,) -> the noise offset (mutation) of each GA child of generation g
+GA_EPISODE = 13      # (g, i) -> reset seed of child i's training episode
+GA_VALIDATE = 14     # (g, i, e) -> reset seed of validation episode e of individual i (N - 1: the elite)
+GA_OBS_STAT = 15     # (g,) -> which GA children record observation statistics
 
 
 def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:

@@ -25,7 +25,7 @@ import numpy as np
 from . import candidates as C
 from . import checkpoint, seeding, strategies
 from .errors import ConfigError, ReplicaMismatch
-from .evaluate import Evaluator
+from .evaluate import Evaluator, fresh_theta
 from .metrics import generation_metrics, target_reached
 from .noise import NodeSplitSum, NoiseTable
 from .obs_norm import ObsStats
@@ -90,7 +90,8 @@ class Trainer:
                               f"set noise.size >= {d} (a table 100x larger keeps perturbations nearly independent)")
         self.strategy = strategies.make(cfg, context(cfg, objective))
         self.noise = NoiseTable(cfg.noise.size, cfg.noise.seed, comm)
-        self.strategy.attach(self.noise, comm.node_shared_array, comm.node_barrier)
+        self.strategy.attach(self.noise, comm.node_shared_array, comm.node_barrier,
+                             fresh=lambda init: fresh_theta(objective, cfg.run.seed, init))
         # the update's noise sum: split over the ranks of a node (same bits, 1/k of the reading each)
         self.summer = NodeSplitSum(self.noise, comm, d) if getattr(comm, "node_size", 1) > 1 else self.noise
         self.max_steps = objective.max_episode_steps

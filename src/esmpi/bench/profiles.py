@@ -18,6 +18,9 @@ PROFILES = {
         "atari_steps": 3_000, "atari_repeats": 5, "atari_cutoff": 1_000, "atari_forward_calls": 300,
         # 8 images: batch size, forward calls per repeat, repeats
         "img_batch": 256, "img_calls": 8, "img_repeats": 7,
+        # 9 GA: child materialisation at the Humanoid and Atari sizes; parent cache at T = 20, d = 4M
+        "ga_d": [160_000, 4_000_000], "ga_repeats": 7, "ga_cache_d": 4_000_000,
+        "ga_tp_env": "HalfCheetah-v5", "ga_tp_pairs": 20, "ga_tp_max_steps": 0,
     },
     "quick": {
         "rollout_steps": {"HalfCheetah-v5": 5_000, "Humanoid-v5": 1_200}, "rollout_repeats": 3,
@@ -28,6 +31,8 @@ PROFILES = {
         "ranks": [1, 2, 4], "mpi_timeout": 180, "monte_carlo": 4,
         "atari_steps": 1_000, "atari_repeats": 3, "atari_cutoff": 500, "atari_forward_calls": 100,
         "img_batch": 256, "img_calls": 2, "img_repeats": 3,
+        "ga_d": [16_000, 400_000], "ga_repeats": 3, "ga_cache_d": 400_000,
+        "ga_tp_env": "HalfCheetah-v5", "ga_tp_pairs": 10, "ga_tp_max_steps": 300,
     },
     "tiny": {
         "rollout_steps": {"HalfCheetah-v5": 300, "Humanoid-v5": 200}, "rollout_repeats": 2,
@@ -38,5 +43,7 @@ PROFILES = {
         "ranks": [1, 2], "mpi_timeout": 120, "monte_carlo": 2,
         "atari_steps": 100, "atari_repeats": 1, "atari_cutoff": 50, "atari_forward_calls": 5,
         "img_batch": 16, "img_calls": 1, "img_repeats": 2,
+        "ga_d": [4_000, 40_000], "ga_repeats": 2, "ga_cache_d": 40_000,
+        "ga_tp_env": "HalfCheetah-v5", "ga_tp_pairs": 4, "ga_tp_max_steps": 50,
     },
 }

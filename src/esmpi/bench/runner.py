@@ -16,7 +16,7 @@ from . import scale
 from .common import Report, Sample, figure, median
 from .profiles import PROFILES
 
-SECTIONS = ("rollout", "mpi", "scale", "atari", "images")
+SECTIONS = ("rollout", "mpi", "scale", "atari", "images", "ga")
 STARTUP_TARGET_S = 6.0      # 1% of the paper's 10-minute run
 IDLE_TARGET = 0.10          # what a 90% parallel efficiency leaves for waiting
 PSS_TARGET = 1.05           # summed table PSS / table bytes: one table per node (+5% slack)
@@ -277,6 +277,13 @@ def run_bench(profile: str = "full", out_dir: str | Path = "bench/out", docs: st
             report.section("images", details)
         except Exception:
             report.error("images", traceback.format_exc())
+    if "ga" in sections:
+        log("section 10: Deep GA (child materialisation, encoding, parent cache)")
+        try:
+            from . import ga
+            report.add(*ga.run(prof, out_dir, mpiexec or default_mpiexec()))
+        except Exception:
+            report.error("ga", traceback.format_exc())
     j, m = report.write(out_dir, Path(docs) if docs else None)
     log(f"wrote {j} and {m}" + (f" and {docs}" if docs else ""))
     return report.data

@@ -13,7 +13,8 @@ The protocol, called by ``train.Trainer.generation`` on every rank with identica
   rebuild parameters from offsets, e.g. GA genomes, need it) and ``alloc(n, dtype) -> (array,
   fill_here)`` / ``barrier()`` for node-shared derived caches (one copy per node; the rank with
   ``fill_here`` fills it, then everyone calls ``barrier``). These are the only rank-aware hooks, and
-  what they fill must be the same bits on every node;
+  what they fill must be the same bits on every node; ``fresh(init) -> (d,) float32``: the fresh
+  initialisation a candidate with ``base == -1`` gets (strategies that rebuild it: GA genomes);
 - ``init(theta0) -> state``: theta0 (d,) float32 from ``objective.initial_theta``;
 - ``bases(state) -> (M, d) float32``: the parameter vectors candidates are built around;
 - ``ask(state, g, r, prior) -> candidate table | None``: round ``r`` of generation ``g`` given the
@@ -50,10 +51,15 @@ class Strategy:
     def __init__(self, cfg, ctx: Context):
         self.cfg, self.ctx = cfg, ctx
 
-    def attach(self, noise, alloc=None, barrier=None) -> None:
+    def attach(self, noise, alloc=None, barrier=None, fresh=None) -> None:
         self.noise = noise
         self.alloc = alloc or (lambda n, dtype: (np.empty(n, dtype), True))
         self.barrier = barrier or (lambda: None)
+        self.fresh = fresh
+
+    def describe(self) -> str:
+        """What a generation evaluates, for the start-up line of ``esmpi.run``."""
+        return f"{self.cfg.es.pairs_per_generation} pairs/generation"
 
     def init(self, theta0: np.ndarray):
         raise NotImplementedError
@@ -70,12 +76,13 @@ class Strategy:
 
 def _registry() -> dict[str, type[Strategy]]:
     from .ars import ARS
+    from .ga import GA
     from .openai_es import OpenAIES
 
-    return {"openai_es": OpenAIES, "ars": ARS}
+    return {"openai_es": OpenAIES, "ars": ARS, "ga": GA}
 
 
-STRATEGY_NAMES = ("openai_es", "ars")   # config.py validates against this (importing no numerics)
+STRATEGY_NAMES = ("openai_es", "ars", "ga")   # config.py validates against this (importing no numerics)
 
 
 def make(cfg, ctx: Context) -> Strategy:
