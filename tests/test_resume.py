@@ -120,7 +120,7 @@ def _edit(path, fn):
     (lambda p: p.write_bytes(b""), "not a readable HDF5 file"),
     (lambda p: _edit(p, lambda f: f.attrs.__delitem__("format")), "not an esmpi checkpoint (format attribute is None)"),
     (lambda p: _edit(p, lambda f: f.attrs.__setitem__("layout_version", 99)), "layout version 99 is newer"),
-    (lambda p: _edit(p, lambda f: f.__delitem__("state/optimizer/v")), "missing 'v'"),
+    (lambda p: _edit(p, lambda f: f.__delitem__("state/optimizer/v")), "missing dataset 'state/optimizer/v'"),
     (lambda p: _edit(p, lambda f: f["state"].attrs.__delitem__("cutoff")), "missing attribute"),
 ])
 def test_damaged_checkpoints_get_a_clear_error(good_ckpt, damage, message):

@@ -31,7 +31,8 @@ import h5py
 import numpy as np
 
 from . import __version__, optim
-from .errors import CheckpointError
+from . import checkpoint_schema as schema
+from .errors import CheckpointError, OutputError
 from .es import ESState
 from .obs_norm import ObsStats
 
@@ -82,7 +83,11 @@ def _fsync_dir(path: Path) -> None:
 
 # The big arrays are stored with HDF5's built-in shuffle + gzip filters: lossless, read by h5py (and
 # any HDF5 library) with no plugin, and ~20% smaller for float32 parameters and Adam moments.
-_PACKED = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+# Every dataset also carries a Fletcher-32 checksum and the file format has checksummed metadata
+# (HDF5 >= 1.10 object headers and superblock): a flipped byte is reported at load, not trained on.
+_PACKED = {"compression": "gzip", "compression_opts": 4, "shuffle": True, "fletcher32": True}
+_CHECKED = {"fletcher32": True}
+_LIBVER = ("v110", "latest")
 
 
 def save(path: str | Path, state: ESState, history: list[dict], config_json: str, *, world_size: int,
@@ -96,7 +101,7 @@ def save(path: str | Path, state: ESState, history: list[dict], config_json: str
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     prov = provenance(mpi_library)
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", libver=_LIBVER) as f:
             f.attrs.update({
                 "format": FORMAT, "layout_version": LAYOUT_VERSION, "esmpi_version": __version__,
                 "git_commit": prov["git_commit"], "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(),
@@ -116,8 +121,8 @@ def save(path: str | Path, state: ESState, history: list[dict], config_json: str
             o.create_dataset("v", data=state.opt.v, **_PACKED)
             ob = s.create_group("obs_stats")
             ob.attrs["count"] = float(state.obs.count)
-            ob.create_dataset("sum", data=state.obs.sum)
-            ob.create_dataset("sumsq", data=state.obs.sumsq)
+            ob.create_dataset("sum", data=state.obs.sum, **_CHECKED)
+            ob.create_dataset("sumsq", data=state.obs.sumsq, **_CHECKED)
             table = np.zeros(len(history), dtype=[(k, np.float64) for k in keys])
             for i, row in enumerate(history):
                 for k in keys:
@@ -127,59 +132,79 @@ def save(path: str | Path, state: ESState, history: list[dict], config_json: str
             os.fsync(f.id.get_vfd_handle())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:   # disk full, read-only file system, permissions: the previous file is intact
+        raise OutputError(f"{path}: cannot write the checkpoint ({e.strerror or e}); the previous checkpoint "
+                          "is intact: free space or fix the location, then resume from it") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return path
 
 
-def _require(f, name: str, path: Path):
-    if name not in f:
-        raise CheckpointError(f"{path}: missing '{name}': the file is truncated or not an esmpi checkpoint")
-    return f[name]
+# Everything a load reads: the groups whose attributes are checked and the datasets (checkpoint_schema).
+_GROUPS = tuple(schema.V1_ATTRS)
+_DATASETS = tuple(schema.V1_ARRAYS)
+# h5py/HDF5 raise all of these for damaged files (bad offsets, checksums, decompression, decoding)
+_READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError,
+                UnicodeDecodeError, OverflowError, MemoryError)
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """Every attribute of the checked groups and every dataset, as read (nothing interpreted yet)."""
+    try:
+        f = h5py.File(path, "r")
+    except _READ_ERRORS as e:
+        raise CheckpointError(f"{path}: not a readable HDF5 file (corrupt or truncated?): {e}") from None
+    try:
+        with f:
+            attrs = {"": dict(f.attrs.items())}
+            fmt = attrs[""].get("format")
+            if fmt != FORMAT:
+                raise CheckpointError(f"{path}: not an esmpi checkpoint (format attribute is {fmt!r})")
+            lv = schema.check_attr(path, "", "layout_version", attrs[""].get("layout_version", -1),
+                                   schema.Attr("int"))
+            if lv > LAYOUT_VERSION:
+                raise CheckpointError(f"{path}: layout version {lv} is newer than this esmpi supports "
+                                      f"({LAYOUT_VERSION}); upgrade esmpi to read it")
+            if lv < 1:
+                raise CheckpointError(f"{path}: invalid layout version {lv}")
+            for g in _GROUPS[1:]:
+                if g in f and isinstance(f[g], h5py.Group):
+                    attrs[g] = dict(f[g].attrs.items())
+            arrays = {}
+            for name in _DATASETS:
+                if name in f:
+                    obj = f[name]
+                    arrays[name] = obj[()] if isinstance(obj, h5py.Dataset) else obj
+    except CheckpointError:
+        raise
+    except _READ_ERRORS as e:
+        raise CheckpointError(f"{path}: unreadable data (corrupt or truncated file?): {type(e).__name__}: {e}") from None
+    return attrs, arrays
 
 
 def load(path: str | Path) -> dict:
-    """Read and validate a checkpoint. Returns dict(state=ESState, history=list[dict], config_json,
-    attrs=dict). Raises CheckpointError naming the file and what is wrong."""
+    """Read and validate a checkpoint (every dataset and attribute against ``checkpoint_schema``'s
+    tables, sizes against the policy the file describes). Returns dict(state=ESState,
+    history=list[dict], config_json, attrs=dict). Raises CheckpointError naming the file and what is
+    wrong; nothing is used before everything is checked."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise CheckpointError(f"{path}: not a readable HDF5 file (corrupt or truncated?): {e}") from None
-    with f:
-        attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-        if attrs.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: not an esmpi checkpoint (format attribute is {attrs.get('format')!r})")
-        lv = int(attrs.get("layout_version", -1))
-        if lv > LAYOUT_VERSION:
-            raise CheckpointError(f"{path}: layout version {lv} is newer than this esmpi supports ({LAYOUT_VERSION}); "
-                                  "upgrade esmpi to read it")
-        if lv < 1:
-            raise CheckpointError(f"{path}: invalid layout version {lv}")
-        try:
-            s = _require(f, "state", path)
-            theta = _require(s, "theta", path)[()]
-            o = _require(s, "optimizer", path)
-            ob = _require(s, "obs_stats", path)
-            state = ESState(
-                theta=theta,
-                opt=optim.OptState(int(o.attrs["t"]), _require(o, "m", path)[()], _require(o, "v", path)[()]),
-                obs=ObsStats(_require(ob, "sum", path)[()], _require(ob, "sumsq", path)[()], float(ob.attrs["count"])),
-                generation=int(s.attrs["generation"]), episodes_so_far=int(s.attrs["episodes_so_far"]),
-                timesteps_so_far=int(s.attrs["timesteps_so_far"]), cutoff=int(s.attrs["cutoff"]))
-            table = _require(f, "history", path)[()]
-        except KeyError as e:
-            raise CheckpointError(f"{path}: missing attribute {e}: the file is truncated or not an esmpi checkpoint") from None
-        except OSError as e:
-            raise CheckpointError(f"{path}: unreadable data (corrupt file?): {e}") from None
-    if state.theta.dtype != np.float32 or state.theta.shape != (int(attrs["num_params"]),):
-        raise CheckpointError(f"{path}: theta has dtype {state.theta.dtype} and shape {state.theta.shape}, "
-                              f"expected float32 ({attrs['num_params']},)")
-    names = table.dtype.names or ()
+    raw_attrs, arrays = _read(path)
+    checked = schema.validate(path, raw_attrs, arrays, schema.V1_ATTRS, schema.V1_ARRAYS)
+    attrs, s, o, ob = checked[""], checked["state"], checked["state/optimizer"], checked["state/obs_stats"]
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
+    state = ESState(
+        theta=arrays["state/theta"],
+        opt=optim.OptState(o["t"], arrays["state/optimizer/m"], arrays["state/optimizer/v"]),
+        obs=ObsStats(arrays["state/obs_stats/sum"], arrays["state/obs_stats/sumsq"], ob["count"]),
+        generation=s["generation"], episodes_so_far=s["episodes_so_far"],
+        timesteps_so_far=s["timesteps_so_far"], cutoff=s["cutoff"])
+    table = arrays["history"]
     from .metrics import INT_KEYS
-    history = [{k: (int(row[k]) if k in INT_KEYS and np.isfinite(row[k]) else float(row[k])) for k in names}
+    history = [{k: (int(row[k]) if k in INT_KEYS and np.isfinite(row[k]) else float(row[k])) for k in table.dtype.names}
                for row in table]
     return {"state": state, "history": history, "config_json": attrs["config_json"], "attrs": attrs}

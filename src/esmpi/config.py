@@ -24,8 +24,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 
+# A float key whose Field carries json_schema_extra=INF_OK documents that inf means "no limit";
+# every other float key refuses NaN and +-inf (one validator for all keys, below).
+INF_OK = {"inf_means_no_limit": True}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite_floats(cls, v, info):
+        if isinstance(v, float) and not math.isfinite(v):
+            extra = cls.model_fields[info.field_name].json_schema_extra or {}
+            if math.isnan(v) or not extra.get("inf_means_no_limit"):
+                raise ValueError("must be a finite number (NaN and inf are refused)")
+        return v
 
 
 # The built-in defaults ARE the default job (jobs/default.toml; a test keeps them equal), so
@@ -44,13 +58,6 @@ class RunConfig(_Section):
         if self.generations == 0 and self.max_timesteps == 0 and self.max_seconds == 0 and self.target_return is None:
             raise ValueError("no budget: set run.generations, run.max_timesteps, run.max_seconds > 0 or run.target_return")
         return self
-
-    @field_validator("target_return")
-    @classmethod
-    def _finite_target(cls, v):
-        if v is not None and not math.isfinite(v):
-            raise ValueError("must be a finite number (leave run.target_return unset for no target)")
-        return v
 
 
 class EnvConfig(_Section):
@@ -239,9 +246,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base_
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found; pass an existing file to --config (see jobs/)")
         try:
-            tree = tomllib.loads(path.read_text())
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); "
+                              "a job file is TOML, see jobs/") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from None
+        try:
+            tree = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+            raise ConfigError(f"{path}: not valid TOML: {e}; a job file is TOML, see jobs/") from None
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(tree, key, value, f"--set {key}")

@@ -24,25 +24,63 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import seeding
+from . import resources, seeding
+from .errors import EsmpiError
 
 FILL_CHUNK = 10_000_000
 
 
+class FillInterrupted(EsmpiError):
+    """A stop signal arrived while the table was being filled: every rank stops, nothing was written."""
+
+    exit_code = 75   # run.EXIT_SIGNALLED: "try again"
+
+
 class NoiseTable:
-    def __init__(self, size: int, seed: int, comm=None):
+    """``stop_requested()`` is polled between fill chunks (``chunk`` entries each), so a scheduler's
+    SIGTERM during a long fill stops every rank promptly: the filling rank stops after the current
+    chunk, the node's other ranks are waiting in the node barrier that follows, and all ranks agree
+    (one OR over the world) to raise ``FillInterrupted``."""
+
+    def __init__(self, size: int, seed: int, comm=None, *, stop_requested=None, chunk: int = FILL_CHUNK):
         self.size, self.seed = int(size), int(seed)
+        self._check_memory(comm)
         if comm is None:
             self.noise = np.empty(self.size, dtype=np.float32)
             fill_here = True
         else:
             self.noise, fill_here = comm.node_shared_array(self.size, np.float32)
+        stop = stop_requested or (lambda: False)
+        interrupted = False
         if fill_here:
             g = np.random.default_rng(self.seed)
-            for s in range(0, self.size, FILL_CHUNK):
-                g.standard_normal(dtype=np.float32, out=self.noise[s : s + FILL_CHUNK])
+            for s in range(0, self.size, chunk):
+                if stop():
+                    interrupted = True
+                    break
+                g.standard_normal(dtype=np.float32, out=self.noise[s : s + chunk])
         if comm is not None:
             comm.node_barrier()
+            interrupted = bool(comm.any_flags(int(interrupted or stop())))
+        if interrupted:
+            raise FillInterrupted(f"stopped by a signal while filling the noise table ({self.size} entries), "
+                                  "before the run started; nothing was written: run the same command again")
+
+    def _check_memory(self, comm) -> None:
+        """Refuse a table that cannot fit, on every rank alike, before any rank allocates (the
+        shared-window allocation is collective: one rank raising alone would leave the others hanging)."""
+        err = None
+        if comm is None or getattr(comm, "node_rank", 0) == 0:
+            try:
+                resources.check_fits(4 * self.size, f"the noise table (noise.size = {self.size} float32 entries)",
+                                     shared=comm is not None and getattr(comm, "size", 1) > 1)
+            except resources.ResourceError as e:
+                err = str(e)
+        if comm is not None:
+            errs = [e for e in comm.allgather_obj(err) if e]
+            err = errs[0] if errs else None
+        if err:
+            raise resources.ResourceError(err)
 
     def get(self, offset: int, dim: int) -> np.ndarray:
         return self.noise[offset : offset + dim]
