@@ -128,6 +128,7 @@ def save(path: str | Path, state: ESState, history: list[dict], config_json: str
                 for k in keys:
                     table[k][i] = row.get(k, np.nan)
             f.create_dataset("history", data=table, maxshape=(None,), chunks=True, **_PACKED)
+            f.attrs[schema.DIGEST_ATTR] = schema.content_digest(*_collect(f))
             f.flush()
             os.fsync(f.id.get_vfd_handle())
         os.replace(tmp, path)
@@ -151,6 +152,20 @@ _READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, Attribut
                 UnicodeDecodeError, OverflowError, MemoryError)
 
 
+def _collect(f) -> tuple[dict, dict]:
+    """Attributes of the checked groups and the datasets of an open file, as stored."""
+    attrs = {"": dict(f.attrs.items())}
+    for g in _GROUPS[1:]:
+        if g in f and isinstance(f[g], h5py.Group):
+            attrs[g] = dict(f[g].attrs.items())
+    arrays = {}
+    for name in _DATASETS:
+        if name in f:
+            obj = f[name]
+            arrays[name] = obj[()] if isinstance(obj, h5py.Dataset) else obj
+    return attrs, arrays
+
+
 def _read(path: Path) -> tuple[dict, dict]:
     """Every attribute of the checked groups and every dataset, as read (nothing interpreted yet)."""
     try:
@@ -159,30 +174,20 @@ def _read(path: Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: not a readable HDF5 file (corrupt or truncated?): {e}") from None
     try:
         with f:
-            attrs = {"": dict(f.attrs.items())}
-            fmt = attrs[""].get("format")
+            fmt = f.attrs.get("format")
             if fmt != FORMAT:
                 raise CheckpointError(f"{path}: not an esmpi checkpoint (format attribute is {fmt!r})")
-            lv = schema.check_attr(path, "", "layout_version", attrs[""].get("layout_version", -1),
-                                   schema.Attr("int"))
+            lv = schema.check_attr(path, "", "layout_version", f.attrs.get("layout_version", -1), schema.Attr("int"))
             if lv > LAYOUT_VERSION:
                 raise CheckpointError(f"{path}: layout version {lv} is newer than this esmpi supports "
                                       f"({LAYOUT_VERSION}); upgrade esmpi to read it")
             if lv < 1:
                 raise CheckpointError(f"{path}: invalid layout version {lv}")
-            for g in _GROUPS[1:]:
-                if g in f and isinstance(f[g], h5py.Group):
-                    attrs[g] = dict(f[g].attrs.items())
-            arrays = {}
-            for name in _DATASETS:
-                if name in f:
-                    obj = f[name]
-                    arrays[name] = obj[()] if isinstance(obj, h5py.Dataset) else obj
+            return _collect(f)
     except CheckpointError:
         raise
     except _READ_ERRORS as e:
         raise CheckpointError(f"{path}: unreadable data (corrupt or truncated file?): {type(e).__name__}: {e}") from None
-    return attrs, arrays
 
 
 def load(path: str | Path) -> dict:

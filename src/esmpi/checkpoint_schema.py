@@ -14,6 +14,7 @@ not read files (``esmpi.checkpoint`` does) and imports no h5py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -45,13 +46,21 @@ class Array:
     fields: str | None = None
 
 
+# Root attribute holding the sha256 of everything else (every attribute of the checked groups and
+# every dataset): HDF5 checksums its metadata and our datasets, but not variable-length strings
+# (config_json, policy_json live in the unchecksummed global heap), so a flipped byte there would
+# otherwise load as a different config. Files without it (written before) are read unverified.
+DIGEST_ATTR = "content_sha256"
+
+
 # ---- layout 1 (docs/checkpoint.md)
 V1_ATTRS = {
     "": {"format": Attr("str"), "layout_version": Attr("int", min=1), "num_params": Attr("int", min=1),
          "obs_dim": Attr("int", min=0), "world_size": Attr("int", min=1), "config_json": Attr("json", json_type=dict),
          "policy_json": Attr("json", json_type=dict), "versions_json": Attr("json", json_type=dict),
          "esmpi_version": Attr("str"), "git_commit": Attr("str"), "created_utc": Attr("str"),
-         "resumes_json": Attr("json", json_type=list, required=False)},
+         "resumes_json": Attr("json", json_type=list, required=False),
+         DIGEST_ATTR: Attr("str", required=False)},
     "state": {"generation": Attr("int", min=0), "episodes_so_far": Attr("int", min=0),
               "timesteps_so_far": Attr("int", min=0), "cutoff": Attr("int", min=1)},
     "state/optimizer": {"t": Attr("int", min=0)},
@@ -67,6 +76,40 @@ V1_ARRAYS = {
     # legitimate return of an all-failed generation, so finiteness is not required here
     "history": Array("void", (None,), finite=False, fields="float64"),
 }
+
+
+
+def _canon(v) -> bytes:
+    if isinstance(v, str):
+        return b"s" + v.encode("utf-8", "surrogatepass")
+    if isinstance(v, bytes):
+        return b"b" + v
+    a = np.ascontiguousarray(np.asarray(v))
+    if a.dtype.kind == "O":
+        return b"o" + repr(a.tolist()).encode()
+    return f"a{a.dtype.descr}{a.shape}".encode() + a.tobytes()
+
+
+def content_digest(attrs: dict, arrays: dict) -> str:
+    """sha256 of the attributes (``{group: {name: value}}``, ``DIGEST_ATTR`` left out) and arrays, in
+    a canonical order: the same bytes whether computed from the values written or the values read."""
+    h = hashlib.sha256()
+    for group in sorted(attrs):
+        for name in sorted(attrs[group]):
+            if not (group == "" and name == DIGEST_ATTR):
+                h.update(f"{group}/{name}\0".encode() + _canon(attrs[group][name]) + b"\0")
+    for name in sorted(arrays):
+        h.update(f"{name}\0".encode() + _canon(arrays[name]) + b"\0")
+    return h.hexdigest()
+
+
+def check_digest(path, attrs: dict, arrays: dict) -> None:
+    want = attrs.get("", {}).get(DIGEST_ATTR)
+    if want is None:
+        return
+    if not isinstance(want, str) or content_digest(attrs, arrays) != want:
+        raise CheckpointError(f"{path}: content checksum ({DIGEST_ATTR}) does not match: the file is damaged; "
+                              "use an earlier checkpoint")
 
 
 def _where(group: str, name: str) -> str:
@@ -134,9 +177,10 @@ def check_array(path, name: str, a, spec: Array, dims: dict) -> np.ndarray:
 
 
 def validate(path, attrs: dict, arrays: dict, attr_spec: dict, array_spec: dict, dims: dict | None = None) -> dict:
-    """Check everything; returns ``{group: {name: plain value}}`` of the attributes in ``attr_spec``
+    """Check everything (first the content checksum, when the file has one); returns ``{group: {name: plain value}}`` of the attributes in ``attr_spec``
     (other attributes pass through unchanged). ``dims`` may be given, or is derived by ``dims_of``
     from the root attributes."""
+    check_digest(path, attrs, arrays)
     out = {}
     for group, specs in attr_spec.items():
         have = attrs.get(group, {})

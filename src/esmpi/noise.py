@@ -42,7 +42,7 @@ class NoiseTable:
     chunk, the node's other ranks are waiting in the node barrier that follows, and all ranks agree
     (one OR over the world) to raise ``FillInterrupted``."""
 
-    def __init__(self, size: int, seed: int, comm=None, *, stop_requested=None, chunk: int = FILL_CHUNK):
+    def __init__(self, size: int, seed: int, comm=None, *, stop_requested=None, chunk: int | None = None):
         self.size, self.seed = int(size), int(seed)
         self._check_memory(comm)
         if comm is None:
@@ -51,6 +51,7 @@ class NoiseTable:
         else:
             self.noise, fill_here = comm.node_shared_array(self.size, np.float32)
         stop = stop_requested or (lambda: False)
+        chunk = int(chunk or FILL_CHUNK)   # read at call time: tests shrink FILL_CHUNK to exercise many chunks
         interrupted = False
         if fill_here:
             g = np.random.default_rng(self.seed)

@@ -71,5 +71,5 @@ def check_fits(nbytes: int, what: str, *, shared: bool = False) -> None:
     """Raise ResourceError if ``nbytes`` cannot be allocated here (``shared``: in a node-shared window)."""
     have, where = available(shared)
     if have is not None and nbytes > have:
-        raise ResourceError(f"{what} needs {gib(nbytes)} ({nbytes} bytes) but only {gib(have)} is available "
+        raise ResourceError(f"{what} needs {gib(nbytes)} ({nbytes} bytes) but only {gib(have)} ({have} bytes) is available "
                             f"({where}); reduce it or run on a machine with more memory")
