@@ -11,6 +11,7 @@ mpiexec), ``SerialComm()`` needs no MPI at all. Both offer:
 - ``allgather_obj`` / ``bcast_obj``: small Python objects, for set-up only (never per generation)
 - ``node_shared_array(n, dtype) -> (array, fill_here)``: one copy per node in an MPI-3 shared
   window; exactly one rank per node gets ``fill_here=True``; then call ``node_barrier()``
+  (``node_ibarrier()``: its non-blocking form, for waiting with short sleeps)
 - ``abort(code)``: end every rank now (used when one rank raised)
 
 ``ESMPI_TEST_PRETEND_NODES=k`` (tests only) splits every node's ranks into ``k`` pretend nodes, each
@@ -61,6 +62,9 @@ class SerialComm:
 
     def node_barrier(self):
         pass
+
+    def node_ibarrier(self):
+        return _Done()
 
     def barrier(self):
         pass
@@ -159,6 +163,10 @@ class MPIComm:
         self.node.Barrier()
         for w in self._windows:
             w.Sync()
+
+    def node_ibarrier(self):
+        """Non-blocking barrier of the node's ranks (no memory ordering: follow with ``node_barrier``)."""
+        return self.node.Ibarrier()
 
     def barrier(self):
         self.comm.Barrier()

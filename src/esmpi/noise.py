@@ -21,6 +21,8 @@ nothing crosses the network.
 
 from __future__ import annotations
 
+import time
+
 import numba
 import numpy as np
 
@@ -39,8 +41,8 @@ class FillInterrupted(EsmpiError):
 class NoiseTable:
     """``stop_requested()`` is polled between fill chunks (``chunk`` entries each), so a scheduler's
     SIGTERM during a long fill stops every rank promptly: the filling rank stops after the current
-    chunk, the node's other ranks are waiting in the node barrier that follows, and all ranks agree
-    (one OR over the world) to raise ``FillInterrupted``."""
+    chunk (also when only another rank of its node got the signal: that rank raises a node-shared
+    flag while it waits), and all ranks agree (one OR over the world) to raise ``FillInterrupted``."""
 
     def __init__(self, size: int, seed: int, comm=None, *, stop_requested=None, chunk: int | None = None):
         self.size, self.seed = int(size), int(seed)
@@ -52,14 +54,30 @@ class NoiseTable:
             self.noise, fill_here = comm.node_shared_array(self.size, np.float32)
         stop = stop_requested or (lambda: False)
         chunk = int(chunk or FILL_CHUNK)   # read at call time: tests shrink FILL_CHUNK to exercise many chunks
+        shared = comm is not None and getattr(comm, "node_size", 1) > 1
+        if shared:
+            # one node-shared int: a waiting rank that receives a stop signal raises it, the filler
+            # reads it between chunks (a best-effort plain store; the world agreement below is exact)
+            node_stop = comm.node_shared_array(1, np.int32)[0]
+            if fill_here:
+                node_stop[0] = 0
+            comm.node_barrier()
         interrupted = False
         if fill_here:
             g = np.random.default_rng(self.seed)
             for s in range(0, self.size, chunk):
-                if stop():
+                if stop() or (shared and node_stop[0]):
                     interrupted = True
                     break
                 g.standard_normal(dtype=np.float32, out=self.noise[s : s + chunk])
+        if shared:
+            # the others wait in a non-blocking barrier with short sleeps: no busy-polling against
+            # the filler for CPU, and their own stop requests are passed on to it
+            req = comm.node_ibarrier()
+            while not req.Test():
+                if stop():
+                    node_stop[0] = 1
+                time.sleep(0.005)
         if comm is not None:
             comm.node_barrier()
             interrupted = bool(comm.any_flags(int(interrupted or stop())))

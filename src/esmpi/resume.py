@@ -102,14 +102,15 @@ def never_started(run_dir: Path) -> bool:
 
 
 def check_writable(run_dir: Path) -> None:
-    """Refuse a run directory that cannot be created: its nearest existing ancestor must be a
-    writable directory on a writable, not full, file system. Checked before anything is built."""
+    """Refuse a run directory that cannot be created or written: it, or its nearest existing
+    ancestor, must be a writable directory on a writable, not full, file system. Checked before
+    anything is built."""
     import errno
     import os
 
     run_dir = Path(run_dir)
-    anc = run_dir.absolute().parent
-    while not anc.exists():
+    anc = run_dir.absolute()
+    while not anc.exists() and anc != anc.parent:
         anc = anc.parent
     if not anc.is_dir():
         raise RunDirError(f"run directory {run_dir}: {anc} is not a directory ({os.strerror(errno.ENOTDIR)})")

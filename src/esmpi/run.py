@@ -187,17 +187,21 @@ def _main(args, comm, signals) -> int:
         if comm.rank != 0:
             return None
         if args.resume:
-            return str(args.resume), "resume"
-        d = Path(args.out) if args.out else _default_run_dir(cfg, args.runs_root)
-        if cfg.run.auto_resume and args.out:
-            return str(d), resume.auto_resume_action(d)
-        if d.exists():
-            if resume.never_started(d):   # left by a run that failed or was killed before its first generation
-                return str(d), "restart"
-            raise RunDirError(f"run directory {d} already exists; esmpi never overwrites results: choose another "
-                              f"--out, continue it with --resume {d}, or set run.auto_resume = true")
+            d, mode = Path(args.resume), "resume"
+            resume.newest_checkpoint(d)          # a missing directory or checkpoint is named first
+        else:
+            d = Path(args.out) if args.out else _default_run_dir(cfg, args.runs_root)
+            if cfg.run.auto_resume and args.out:
+                mode = resume.auto_resume_action(d)
+            elif not d.exists():
+                mode = "fresh"
+            elif resume.never_started(d):   # left by a start that failed or was killed before training
+                mode = "restart"
+            else:
+                raise RunDirError(f"run directory {d} already exists; esmpi never overwrites results: choose another "
+                                  f"--out, continue it with --resume {d}, or set run.auto_resume = true")
         resume.check_writable(d)
-        return str(d), "fresh"
+        return str(d), mode
 
     run_dir, mode = comm.bcast_obj(_agree(comm, decide_dir))
     run_dir = Path(run_dir)
