@@ -177,10 +177,10 @@ def check_array(path, name: str, a, spec: Array, dims: dict) -> np.ndarray:
 
 
 def validate(path, attrs: dict, arrays: dict, attr_spec: dict, array_spec: dict, dims: dict | None = None) -> dict:
-    """Check everything (first the content checksum, when the file has one); returns ``{group: {name: plain value}}`` of the attributes in ``attr_spec``
+    """Check everything (structure first, for the most specific message, then the content checksum
+    when the file has one); returns ``{group: {name: plain value}}`` of the attributes in ``attr_spec``
     (other attributes pass through unchanged). ``dims`` may be given, or is derived by ``dims_of``
     from the root attributes."""
-    check_digest(path, attrs, arrays)
     out = {}
     for group, specs in attr_spec.items():
         have = attrs.get(group, {})
@@ -199,6 +199,7 @@ def validate(path, attrs: dict, arrays: dict, attr_spec: dict, array_spec: dict,
         if name not in arrays:
             raise CheckpointError(f"{path}: missing dataset '{name}': the file is truncated or not an esmpi checkpoint")
         check_array(path, name, arrays[name], spec, dims)
+    check_digest(path, attrs, arrays)
     return out
 
 
