@@ -70,6 +70,7 @@ def pytest_configure(config):
 def pytest_runtest_makereport(item, call):
     rep = (yield).get_result()
     reason = rep.longrepr[2] if rep.skipped and isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+    reason = reason.removeprefix("Skipped: ")
     if (rep.skipped and item.get_closest_marker("ci_required") and ci_requires_every_tier()
             and "ESMPI_SLURM_SKIP=1" not in reason):   # an explicit opt-out stays a (reported) skip
         rep.outcome = "failed"
