@@ -193,6 +193,8 @@ def validate(path, attrs: dict, arrays: dict, attr_spec: dict, array_spec: dict,
                 continue
             conv[name] = check_attr(path, group, name, have[name], spec)
         out[group] = conv
+    if "config_json" in out.get("", {}):
+        check_config(path, out[""])
     if dims is None:
         dims = dims_of(path, out[""])
     for name, spec in array_spec.items():
@@ -201,6 +203,23 @@ def validate(path, attrs: dict, arrays: dict, attr_spec: dict, array_spec: dict,
         check_array(path, name, arrays[name], spec, dims)
     check_digest(path, attrs, arrays)
     return out
+
+
+# Fields of an MLP's policy_json read by esmpi.policy_io beyond the layer sizes and action
+POLICY_FIELDS = {"obs_clip": Attr("float", min=0), "obs_std_floor": Attr("float", min=0),
+                 "env_id": Attr("str"), "max_episode_steps": Attr("int", min=0)}
+
+
+def check_config(path, root: dict) -> None:
+    """``config_json`` must be a config esmpi accepts (the same validation as a job file)."""
+    from .config import config_from_dict
+    from .errors import ConfigError
+
+    try:
+        config_from_dict(json.loads(root["config_json"]), "config_json")
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: attribute 'config_json' is not a valid esmpi config: "
+                              + "; ".join(str(e).splitlines())) from None
 
 
 def dims_of(path, root: dict) -> dict:
@@ -221,6 +240,9 @@ def dims_of(path, root: dict) -> dict:
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise CheckpointError(f"{path}: attribute 'policy_json' does not describe a policy ({type(e).__name__}: "
                               f"{e})") from None
+    for key, kind in POLICY_FIELDS.items():
+        if key in policy:
+            check_attr(path, "", f"policy_json[{key!r}]", policy[key], kind)
     if num_params != dims["num_params"]:
         raise CheckpointError(f"{path}: attribute 'num_params' is {dims['num_params']} but policy_json describes "
                               f"{num_params} parameters (layers {spec.layer_sizes})")

@@ -46,6 +46,9 @@ def _objective(rd: RunData):
     if obj.num_params != rd.state.theta.size:
         raise EsmpiError(f"{rd.checkpoint}: the config's policy has {obj.num_params} parameters, theta has "
                          f"{rd.state.theta.size}: the env or policy code changed since this checkpoint was written")
+    if rd.state.obs.sum.size != obj.obs_dim:
+        raise EsmpiError(f"{rd.checkpoint}: observation statistics have size {rd.state.obs.sum.size} but the env "
+                         f"observes {obj.obs_dim} values: the env changed since this checkpoint was written")
     if obj.obs_dim:
         obj.set_obs_norm(*rd.state.obs.mean_std(cfg.es.obs_std_floor))
     return obj
