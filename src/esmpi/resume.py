@@ -1,4 +1,6 @@
-"""Resuming a run: find its newest checkpoint and decide which config changes are allowed.
+"""Resuming a run and taking its directory: find the newest checkpoint, decide which config changes
+are allowed, check a run directory before use (writable, never started, stale temporary files)
+and create or update it (``prepare_run_dir``, the last step of start-up).
 
 A run continues bitwise identically to an uninterrupted one, at any world size, because the state
 in the checkpoint is complete and every random draw of generation g is addressed by (seed, g).
@@ -158,3 +160,36 @@ def check_state_fits(checkpoint_path, state, objective) -> None:
     if state.obs.sum.size != objective.obs_dim:
         raise CheckpointError(f"{checkpoint_path}: observation statistics have size {state.obs.sum.size} but the "
                               f"env observes {objective.obs_dim} values")
+
+
+def prepare_run_dir(run_dir: Path, mode: str, cfg, history) -> None:
+    """Rank 0: create (fresh) or update (resume, restart) the run directory. Everything before this
+    only read; a failure here removes what this call created."""
+    from .config import dump_config
+    from .metrics import JsonlSink
+
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=mode != "fresh")
+        stale = remove_stale_files(run_dir)
+        if stale:
+            print(f"esmpi: removed {len(stale)} temporary file(s) of an interrupted write: {', '.join(stale)}",
+                  flush=True)
+        _atomic_write(run_dir / "config.toml", dump_config(cfg))
+        # the checkpoint's history is the truth: generations logged after it are recomputed identically
+        jl = run_dir / "progress.jsonl"
+        if mode == "resume":
+            _atomic_write(jl, "".join(JsonlSink.line(h) for h in history))
+        elif jl.exists():
+            jl.unlink()
+    except OSError as e:
+        if created:
+            import shutil
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise RunDirError(f"run directory {run_dir}: cannot write {e.filename or run_dir}: {e.strerror}") from None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -232,35 +232,8 @@ def _main(args, comm, signals) -> int:
     return _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, signals, args)
 
 
-def _prepare_dir(run_dir: Path, mode: str, cfg, history) -> None:
-    """Rank 0: create (fresh) or update (resume, restart) the run directory. Everything before this
-    only read; a failure here removes what this call created."""
-    from . import resume
-    from .config import dump_config
-    from .metrics import JsonlSink
-
-    created = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=mode != "fresh")
-        stale = resume.remove_stale_files(run_dir)
-        if stale:
-            print(f"esmpi: removed {len(stale)} temporary file(s) of an interrupted write: {', '.join(stale)}",
-                  flush=True)
-        _atomic_write(run_dir / "config.toml", dump_config(cfg))
-        # the checkpoint's history is the truth: generations logged after it are recomputed identically
-        jl = run_dir / "progress.jsonl"
-        if mode == "resume":
-            _atomic_write(jl, "".join(JsonlSink.line(h) for h in history))
-        elif jl.exists():
-            jl.unlink()
-    except OSError as e:
-        if created:
-            import shutil
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise RunDirError(f"run directory {run_dir}: cannot write {e.filename or run_dir}: {e.strerror}") from None
-
-
 def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, signals, args) -> int:
+    from . import resume
     from .metrics import JsonlSink, ProgressLine
     from .train import SIGNALLED, Trainer
 
@@ -270,7 +243,7 @@ def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, res
     trainer = _agree(comm, lambda: Trainer(cfg, objective, comm, run_dir=run_dir, state=state, history=history,
                                            sinks=sinks, stop_requested=signals.stop, time_offset=time_offset,
                                            resumes=resumes, checkpoint_requested=signals.checkpoint))
-    _agree(comm, lambda: _prepare_dir(run_dir, mode, cfg, history) if comm.rank == 0 else None)
+    _agree(comm, lambda: resume.prepare_run_dir(run_dir, mode, cfg, history) if comm.rank == 0 else None)
     jsonl = JsonlSink(run_dir / "progress.jsonl") if comm.rank == 0 else None
     if jsonl:
         trainer.sinks.append(jsonl)
@@ -304,12 +277,6 @@ def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, res
                   f"--resume {run_dir}", flush=True)
         return EXIT_SIGNALLED
     return 0
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 if __name__ == "__main__":
