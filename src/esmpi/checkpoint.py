@@ -13,8 +13,13 @@ Layout (``LAYOUT_VERSION`` 1; documented in docs/checkpoint.md, readable with h5
                            ``metrics.HISTORY_KEYS``
 
 Writes go to ``<name>.tmp-<pid>``, are flushed and fsynced, renamed over the target and the
-directory is fsynced: a crash at any moment leaves the previous file intact. No pickle anywhere:
-attributes are numbers, strings or JSON strings.
+directory is fsynced: a crash at any moment leaves the previous file intact; a failed write is an
+``OutputError`` (exit 5). No pickle anywhere: attributes are numbers, strings or JSON strings. The
+root attribute ``content_sha256`` covers every other attribute and dataset.
+
+``load`` reads everything first (``_read``), then checks it against the tables of
+``esmpi.checkpoint_schema`` (dtype, shape, finiteness, attribute types, sizes from ``policy_json``,
+the content checksum) before building the state: one ``CheckpointError`` line for any damage.
 """
 
 from __future__ import annotations

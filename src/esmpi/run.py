@@ -221,8 +221,7 @@ def _main(args, comm, signals) -> int:
         _agree(comm, lambda: resume.check_changes(changes, ck_path))
         state, history = ck["state"], ck["history"]
         time_offset = history[-1]["TimeElapsed"] if history else 0.0
-        resumes = resume.resume_record(state.generation, comm.size, changes)
-        resumes = resume.load_resumes(ck["attrs"]) + [resumes]
+        resumes = resume.load_resumes(ck["attrs"]) + [resume.resume_record(state.generation, comm.size, changes)]
     else:
         envs.restrict_imports(None)   # the user's own config or command line names the env
 
