@@ -13,8 +13,18 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
+def _root_conftest():
+    """tests/conftest.py by path (the name 'conftest' may be tests/slurm's in sys.modules)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("esmpi_root_conftest", HERE / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_world_size_mismatch_is_refused():
-    from conftest import check_world_size
+    check_world_size = _root_conftest().check_world_size
 
     check_world_size(2, {"ESMPI_EXPECT_NP": "2", "PMI_SIZE": "2"})
     check_world_size(1, {})                           # a plain singleton run, no launcher
