@@ -42,6 +42,7 @@ class _Done:
 
 class SerialComm:
     rank, size, node_rank, node_size = 0, 1, 0, 1
+    shared_windows = False      # node_shared_array is a plain array (MPIComm: an MPI window in /dev/shm)
     oversubscribed = False
     library = "none (serial)"
 
@@ -83,6 +84,8 @@ class SerialComm:
 
 
 class MPIComm:
+    shared_windows = True
+
     def __init__(self, comm=None):
         from mpi4py import MPI
 

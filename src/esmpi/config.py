@@ -5,8 +5,8 @@ overrides), ``dump_config`` (the resolved config written into every run), and ``
 whose message names the file, the key and what to do.
 
 Every key is documented by its ``Field(description=...)``; ``docs/config.md`` lists them.
-Unknown keys, wrong types (strict: ``"0.02"`` is not a float, ``1.0`` is not an int) and
-out-of-range values are refused.
+Unknown keys, wrong types (strict: ``"0.02"`` is not a float, ``1.0`` is not an int),
+out-of-range values and NaN/inf for any float key (unless its Field carries ``INF_OK``) are refused.
 """
 
 from __future__ import annotations
@@ -282,7 +282,8 @@ def markdown() -> str:
     out = ["# Configuration keys", "",
            "Generated from `src/esmpi/config.py` by `python -m esmpi.config > docs/config.md`; a test keeps it in sync.",
            "Job files are TOML (`jobs/*.toml`); any key can be overridden with `--set table.key=value` (TOML value).",
-           "Unknown keys, wrong types and out-of-range values are refused with the file and key named.", ""]
+           "Unknown keys, wrong types, out-of-range values and NaN/inf for any float key are refused with the "
+           "file and key named; so is a file that is not UTF-8 TOML.", ""]
     for section, field in Config.model_fields.items():
         model = field.annotation
         out += [f"## [{section}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]

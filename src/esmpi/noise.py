@@ -92,7 +92,7 @@ class NoiseTable:
         if comm is None or getattr(comm, "node_rank", 0) == 0:
             try:
                 resources.check_fits(4 * self.size, f"the noise table (noise.size = {self.size} float32 entries)",
-                                     shared=comm is not None and getattr(comm, "size", 1) > 1)
+                                     shared=getattr(comm, "shared_windows", False))
             except resources.ResourceError as e:
                 err = str(e)
         if comm is not None:
