@@ -126,6 +126,9 @@ DAMAGES = {
 }
 
 
+RESUMED = {"short_theta", "adam_m_shape", "theta_nan", "generation_is_string", "config_not_json", "config_is_array"}
+
+
 @pytest.mark.parametrize("name", sorted(DAMAGES))
 def test_damaged_checkpoint_is_refused_by_resume_info_and_load_policy(run_copy, tmp_path, capsys, name):
     import esmpi
@@ -138,10 +141,12 @@ def test_damaged_checkpoint_is_refused_by_resume_info_and_load_policy(run_copy, 
         # re-signed, as a buggy writer would: the validator, not the content checksum, must catch it
         f.attrs[schema.DIGEST_ATTR] = schema.content_digest(*checkpoint._collect(f))
     before = snapshot(run_copy)
-    r = esmpi_run(["--resume", str(run_copy), "--set", "run.generations=4"], tmp_path)
-    one_clean_line(r, 2, newest, message)
-    assert snapshot(run_copy) == before                       # nothing written
+    if name in RESUMED:   # a trainer start costs seconds: --resume for one case of each kind, info for all
+        r = esmpi_run(["--resume", str(run_copy), "--set", "run.generations=4"], tmp_path)
+        one_clean_line(r, 2, newest, message)
+        assert snapshot(run_copy) == before                   # nothing written
     assert cli_main(["info", str(newest)]) == 2           # in-process: the same code path, faster
+    assert snapshot(run_copy) == before
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(newest) in err and message in err, err
     with pytest.raises(CheckpointError) as e:
