@@ -10,7 +10,9 @@ ARGS    ?=
 # covers single tests; this covers everything else).
 T_SERIAL ?= 900
 T_MPI    ?= 600
-PYTEST_MPI = --only-mpi -q -p no:cacheprovider --timeout=300 --timeout-method=thread --color=no
+# -rs: every skip is listed with its reason (under CI=true as root with apt, a skipped Slurm or video
+# test is a failure, tests/conftest.py)
+PYTEST_MPI = --only-mpi -q -rs -p no:cacheprovider --timeout=300 --timeout-method=thread --color=no
 
 .PHONY: setup run test test-serial test-mpi clean-venv render-deps data
 
@@ -30,13 +32,14 @@ run: setup
 test: setup test-serial test-mpi
 
 test-serial: setup
-	timeout -k 10 $(T_SERIAL) $(PY) -m pytest -q --timeout=600 --timeout-method=thread --color=no
+	timeout -k 10 $(T_SERIAL) $(PY) -m pytest -q -rs --timeout=600 --timeout-method=thread --color=no
 
 # The same MPI tests at 1, 2 and 3 ranks prove world-size invariance (3 ranks on 2 cores is fine).
+# ESMPI_EXPECT_NP: the tests refuse to run unless mpi4py sees that many ranks (no silent singletons).
 test-mpi: setup
 	for n in 1 2 3; do \
 	  echo "== MPI tests on $$n rank(s)"; \
-	  timeout -k 10 $(T_MPI) $(MPIEXEC) -n $$n $(PY) -m pytest $(PYTEST_MPI) tests || exit $$?; \
+	  ESMPI_EXPECT_NP=$$n timeout -k 10 $(T_MPI) $(MPIEXEC) -n $$n $(PY) -m pytest $(PYTEST_MPI) tests || exit $$?; \
 	done
 
 # Headless MuJoCo rendering for `esmpi video` (EGL on Mesa's software renderer; docs/analysis.md).

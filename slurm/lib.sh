@@ -44,10 +44,13 @@
 #   restarts from the newest checkpoint). One after MPI_Init but before esmpi's handlers is
 #   swallowed by MPICH's own SIGUSR1 handler: hence the resend every ESMPI_RESEND seconds.
 #
-# Exit code of the batch script: 0 the run is done; 75 stopped after a checkpoint, or killed by the
-# forwarded SIGUSR1 during start-up (requeued unless ESMPI_REQUEUE=0 or the job is being cancelled,
-# i.e. the batch shell got SIGTERM/SIGINT); anything else is the step's failure code
-# (esmpi: 2 bad input, 3 replicas diverged, 4 non-finite theta, 1 crash) and is not requeued.
+# Exit code of the batch script: 0 the run is done; 75 stopped after a checkpoint (before the first
+# generation: a checkpoint of the initial state), stopped during the noise-table fill before anything
+# was written (the next start begins afresh), or killed by the forwarded SIGUSR1 during start-up
+# (requeued unless ESMPI_REQUEUE=0 or the job is being cancelled, i.e. the batch shell got
+# SIGTERM/SIGINT); anything else is the step's failure code (esmpi: 2 bad input, 3 replicas
+# diverged, 4 non-finite theta, 5 a checkpoint or log could not be written, e.g. disk full: the
+# previous checkpoint is intact; 1 crash) and is not requeued.
 
 ESMPI_EXIT_SIGNALLED=75
 

@@ -258,6 +258,7 @@ def _gif_frames(path: Path) -> tuple[int, int, tuple]:
         return im.n_frames, total, im.size
 
 
+@pytest.mark.ci_required
 def test_video_renders_the_requested_number_of_frames(runs, tmp_path):
     out = tmp_path / "pend.gif"
     r = _cli("video", runs["pend"], "-o", out, "--frames", 12, "--width", 64, "--height", 48)
@@ -280,6 +281,7 @@ def test_video_names_the_missing_backend_packages(runs, tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "x.gif").exists()
 
 
+@pytest.mark.ci_required
 def test_video_mp4_needs_imageio_ffmpeg(runs, tmp_path, monkeypatch):
     out = tmp_path / "pend.mp4"
     try:

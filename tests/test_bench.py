@@ -152,3 +152,33 @@ def test_tiny_bench_end_to_end(tmp_path):
     for fig in data["figures"]:
         assert "load" in fig and "cpu_wall" in fig
     assert (tmp_path / "report.md").read_text().count("\n|") > 10
+
+
+def test_a_false_bitwise_figure_fails_the_bench_command(tmp_path, monkeypatch):
+    """Correctness gates: `python -m esmpi.bench` exits 1 when a bitwise figure is false, even with
+    no section error (timing targets never gate)."""
+    import esmpi.bench.__main__ as bench_main
+    from esmpi.bench.common import failed_correctness
+
+    def fake_run(profile, out, docs, ranks, sections, mpiexec, argv):
+        r = Report(quick=True)
+        r.add(figure("update.serial.bitwise", "2 update", "bits", False, "bool", target=True, op="=="),
+              figure("a.slow", "1 x", "slow", 0.5, "ratio", target=0.9, op=">=", why="shared machine"))
+        r.write(Path(out))
+        return r.data
+
+    monkeypatch.setattr(bench_main, "run_bench", fake_run)
+    assert bench_main.main(["--profile", "tiny", "--out", str(tmp_path)]) == 1
+    assert failed_correctness(json.loads((tmp_path / "report.json").read_text())) == ["update.serial.bitwise"]
+    ok = {"figures": [{"id": "x.bitwise", "unit": "bool", "target": True, "value": True},
+                      {"id": "a.slow", "unit": "ratio", "target": 0.9, "value": 0.5}]}
+    assert failed_correctness(ok) == []
+
+
+def test_fallback_calibration_is_labelled():
+    pred = scale.predict({"update_gbps": 10.0}, {"monte_carlo": 1})
+    assert "update_gbps" not in pred["calibration_fallback"]
+    assert "tell_fixed_s" in pred["calibration_fallback"]
+    md = scale.full_markdown(pred)
+    assert "tell_fixed_s=0.005 (FALLBACK, not measured in this run)" in md
+    assert "update_gbps=10.0," in md and "fallback calibration numbers stand in" in md

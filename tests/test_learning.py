@@ -25,6 +25,9 @@ def generations_to_threshold(env_id, hidden, sigma, stepsize, threshold, max_gen
     t = Trainer(cfg, EnvObjective(cfg), SerialComm())
     while t.state.generation < max_generations:
         m = t.generation()
+        if m["Generation"] == 1:      # row 1 evaluates the initial theta: it must not pass already
+            assert m["EvalEpRewMean"] < threshold, f"{env_id}: the initial policy already scores " \
+                f"{m['EvalEpRewMean']} >= {threshold}; the test would prove nothing"
         if m["EvalEpRewMean"] >= threshold:   # the unperturbed policy, not the best perturbation
             return m["Generation"]
     pytest.fail(f"{env_id}: eval return {[round(h['EvalEpRewMean']) for h in t.history]} never reached {threshold}")

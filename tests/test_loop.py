@@ -94,9 +94,18 @@ def test_discrete_actions_and_adaptive_cutoff():
 
 
 def test_action_bins_on_box_env():
+    """K = 5 bins per dimension: the trained policy's every action is one of the 5 bin values of the
+    box [-1, 1] (several of them in use), never a value in between."""
     cfg = tiny_config(policy={"action_bins": 5})
     t = train(cfg)
     assert t.objective.spec.n_out == 2 * 5
+    pol = t.objective.policy
+    pol.set_theta(t.state.theta)
+    grid = np.linspace(-1.0, 1.0, 5)
+    acts = np.array([pol(x) for x in np.random.default_rng(0).normal(0, 3, (200, 4))])
+    assert acts.shape == (200, 2)
+    assert np.all(np.isclose(acts[..., None], grid).any(-1)), "an action off the bin grid"
+    assert len(np.unique(acts)) >= 2
 
 
 def test_black_box_quadratic_blog_example():

@@ -113,3 +113,36 @@ def test_steal_schedule_keeps_replicas_identical(comm):
         static = _final_state(tiny_config(es={"min_timesteps_per_generation": 0, "pairs_per_generation": 4},
                                           run={"generations": 6}), SerialComm())
         assert state_digest(t.state) == state_digest(static.state)
+
+
+@pytest.fixture
+def pretend_nodes(monkeypatch):
+    """A communicator whose ranks form min(2, size) pretend nodes (ESMPI_TEST_PRETEND_NODES), each with
+    its own shared windows, so node-local code meets a cross-node allgather on one machine."""
+    monkeypatch.setenv("ESMPI_TEST_PRETEND_NODES", "2")
+    c = make_comm()
+    yield c
+    c.free()
+
+
+def test_pretend_nodes_split_the_world(pretend_nodes):
+    c = pretend_nodes
+    leaders = c.allgather_obj(c.node_rank == 0)
+    assert sum(leaders) == min(2, c.size)                 # really 2 nodes once there are 2 ranks
+    sizes = c.allgather_obj(c.node_size)
+    assert sum(1 / s for s in sizes) == pytest.approx(min(2, c.size))   # node sizes add up per node
+
+
+def test_training_across_pretend_nodes_with_a_chunked_fill_equals_serial(pretend_nodes, monkeypatch):
+    """Two or more nodes (one with >= 2 ranks at 3+ ranks: its NodeSplitSum and shared windows meet
+    the other node's plain sum in the allgather), and a noise table filled in 13 chunks per node."""
+    import esmpi.noise as noise_mod
+    monkeypatch.setattr(noise_mod, "FILL_CHUNK", 4_000)
+    cfg = tiny_config()
+    assert cfg.noise.size > 10 * noise_mod.FILL_CHUNK
+    mpi = _final_state(cfg, pretend_nodes)
+    ref = np.random.default_rng(cfg.noise.seed).standard_normal(cfg.noise.size, dtype=np.float32)
+    np.testing.assert_array_equal(mpi.noise.noise, ref)   # every pretend node filled its own copy, chunk by chunk
+    monkeypatch.setattr(noise_mod, "FILL_CHUNK", 10_000_000)
+    serial = _final_state(cfg, SerialComm())
+    assert state_digest(mpi.state) == state_digest(serial.state)

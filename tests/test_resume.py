@@ -120,8 +120,8 @@ def _edit(path, fn):
     (lambda p: p.write_bytes(b""), "not a readable HDF5 file"),
     (lambda p: _edit(p, lambda f: f.attrs.__delitem__("format")), "not an esmpi checkpoint (format attribute is None)"),
     (lambda p: _edit(p, lambda f: f.attrs.__setitem__("layout_version", 99)), "layout version 99 is newer"),
-    (lambda p: _edit(p, lambda f: f.__delitem__("state/strategy/optimizer/v")), "missing '/strategy/optimizer/v'"),
-    (lambda p: _edit(p, lambda f: f["state"].attrs.__delitem__("cutoff")), "missing '/cutoff'"),
+    (lambda p: _edit(p, lambda f: f.__delitem__("state/strategy/optimizer/v")), "missing 'state/strategy/optimizer/v'"),
+    (lambda p: _edit(p, lambda f: f["state"].attrs.__delitem__("cutoff")), "missing 'state/cutoff'"),
 ])
 def test_damaged_checkpoints_get_a_clear_error(good_ckpt, damage, message):
     checkpoint.load(good_ckpt)

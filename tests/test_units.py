@@ -53,23 +53,28 @@ class _Identity:
 
 def test_gradient_on_quadratic_matches_analytic_value():
     """f(theta) = -|theta - c|^2. With antithetic pairs the quadratic terms cancel exactly:
-    f(theta + s e) - f(theta - s e) = 2 s e.grad, so with raw returns the estimate
-    g = sum_j (f+_j - f-_j) e_j / (2N) equals s * (E^T E / N) grad, computable in closed form."""
+    f(theta + s e) - f(theta - s e) = 2 s e.grad, so with raw returns (identity shaping) esmpi's
+    estimate g = sum_j (f+_j - f-_j) e_j / (2N) equals s * (E^T E / N) grad in closed form. The
+    estimate is taken from esmpi's own update: OpenAI-ES's ``tell`` with esmpi's NoiseTable, SGD with
+    stepsize 1 and no momentum from theta = 0, so the new theta IS g."""
     rng = np.random.default_rng(0)
     d, n, sigma = 5, 40, 0.1
-    table = rng.standard_normal(10_000).astype(np.float64)
-    offsets = rng.integers(0, table.size - d, n)
+    table = NoiseTable(10_000, seed=4)
+    offsets = table.offsets(run_seed=1, generation=0, block=0, n_pairs=n, dim=d)
     c = rng.standard_normal(d)
     theta = np.zeros(d)
-    E = np.stack([table[o : o + d] for o in offsets])
+    E = np.stack([table.get(o, d).astype(np.float64) for o in offsets])
     f = lambda x: -np.sum((x - c) ** 2)
-    ret = np.array([[f(theta + sigma * e), f(theta - sigma * e)] for e in E])
-    w = ret[:, 0] - ret[:, 1]
-    g = (w[:, None] * E).sum(0) / (2 * n)
+    returns = np.array([[f(theta + sigma * e), f(theta - sigma * e)] for e in E])
+    cfg = tiny_config(es={"shaping": "identity", "l2coeff": 0.0}, optimizer={"name": "sgd", "stepsize": 1.0,
+                                                                           "momentum": 0.0})
+    es = make(cfg, Context(run_seed=1, d=d, noise_size=table.size))
+    new, stats = es.tell(es.init(theta.astype(np.float32)), 0, pair_rounds(offsets, returns, d=d), table)
+    g = new.theta.astype(np.float64)
     grad = -2 * (theta - c)
-    np.testing.assert_allclose(g, sigma * (E.T @ E / n) @ grad, rtol=1e-10)
-    # and the estimate points uphill
-    assert g @ grad > 0
+    np.testing.assert_allclose(g, sigma * (E.T @ E / n) @ grad, rtol=2e-5, atol=1e-6)   # float32 arithmetic
+    assert stats["GradNorm"] == pytest.approx(np.linalg.norm(g), rel=1e-6)
+    assert g @ grad > 0                               # and the estimate points uphill
 
 
 def test_tell_applies_reference_update_exactly():
@@ -276,3 +281,9 @@ def test_state_digest_sees_every_field():
             assert state_digest(st) != base, path
             leaf.flat[-1] = old
             assert state_digest(st) == base
+    # and each counter (one unit), the optimizer's step count and the observation count
+    for name in ("generation", "episodes_so_far", "timesteps_so_far", "cutoff"):
+        assert state_digest(replace(st, **{name: getattr(st, name) + 1})) != base, name
+    opt = st.strategy.optimizer
+    assert state_digest(replace(st, strategy=replace(st.strategy, optimizer=replace(opt, t=opt.t + 1)))) != base
+    assert state_digest(replace(st, obs=replace(st.obs, count=np.nextafter(st.obs.count, np.inf)))) != base

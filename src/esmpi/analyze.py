@@ -365,11 +365,42 @@ def _time_panel(ax, runs: list[RunData]) -> None:
     ax.grid(alpha=0.3)
 
 
+def check_output_path(out: Path) -> None:
+    """Refuse, in one line, an output file that cannot be written: a missing parent directory, a
+    parent that is a file, a read-only file system, no permission, an existing directory."""
+    out = Path(out)
+    parent = out.parent
+    anc = parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise EsmpiError(f"{out}: {anc} is not a directory")
+    if anc != parent:
+        raise EsmpiError(f"{out}: directory {parent} does not exist; create it first")
+    if out.is_dir():
+        raise EsmpiError(f"{out}: is a directory; give a file name")
+    if os.statvfs(parent).f_flag & os.ST_RDONLY:
+        raise EsmpiError(f"{out}: {parent} is on a read-only file system")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise EsmpiError(f"{out}: no permission to write there")
+
+
+def write_error(out, e: OSError) -> EsmpiError:
+    """An OSError met while writing ``out`` (disk full, permissions) as one line naming the file."""
+    return EsmpiError(f"{out}: cannot write it: {e.strerror or e}")
+
+
 def save_figure(fig, out: str | Path, dpi: int = 100) -> Path:
     out = Path(out)
-    if out.parent and not out.parent.exists():
-        raise EsmpiError(f"{out}: directory {out.parent} does not exist")
-    fig.savefig(out, dpi=dpi)
+    kinds = fig.canvas.get_supported_filetypes()
+    if out.suffix.lower().lstrip(".") not in kinds:
+        raise EsmpiError(f"{out}: unsupported image format {out.suffix or '(no extension)'!r}; use one of "
+                         f"{', '.join('.' + k for k in sorted(kinds))}")
+    check_output_path(out)
+    try:
+        fig.savefig(out, dpi=dpi)
+    except OSError as e:
+        raise write_error(out, e) from None
     return out
 
 
@@ -390,15 +421,22 @@ def export_csv(history: list[dict], out) -> int:
 
     keys = list(history[0]) if history else list(HISTORY_KEYS)
     own = not hasattr(out, "write")
-    f = open(out, "w", newline="") if own else out
+    if own:
+        check_output_path(Path(out))
     try:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(keys)
-        for row in history:
-            w.writerow([_csv_value(row.get(k)) for k in keys])
-    finally:
-        if own:
-            f.close()
+        f = open(out, "w", newline="") if own else out
+        try:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(keys)
+            for row in history:
+                w.writerow([_csv_value(row.get(k)) for k in keys])
+        finally:
+            if own:
+                f.close()
+    except OSError as e:
+        if not own or isinstance(e, BrokenPipeError):
+            raise
+        raise write_error(out, e) from None
     return len(history)
 
 

@@ -20,8 +20,13 @@ file claims (shapes from the policy's parameter count and the env's observation 
 dataset's dtype, shape and finiteness and every attribute's type is checked before anything runs.
 
 Writes go to ``<name>.tmp-<pid>``, are flushed and fsynced, renamed over the target and the
-directory is fsynced: a crash at any moment leaves the previous file intact. No pickle anywhere:
-attributes are numbers, strings or JSON strings.
+directory is fsynced: a crash at any moment leaves the previous file intact; a failed write is an
+``OutputError`` (exit 5). No pickle anywhere: attributes are numbers, strings or JSON strings. The
+root attribute ``content_sha256`` covers every other attribute and dataset.
+
+``load`` reads everything first (``_read``), then checks it against the tables of
+``esmpi.checkpoint_schema`` (dtype, shape, finiteness, attribute types, sizes from ``policy_json``,
+the content checksum) before building the state: one ``CheckpointError`` line for any damage.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .errors import CheckpointError
+from . import checkpoint_schema as schema
+from .errors import CheckpointError, OutputError
 from .state import StateError, TrainState, rebuild, walk
 
 FORMAT = "esmpi-checkpoint"
@@ -90,7 +96,11 @@ def _fsync_dir(path: Path) -> None:
 
 # The big arrays are stored with HDF5's built-in shuffle + gzip filters: lossless, read by h5py (and
 # any HDF5 library) with no plugin, and ~20% smaller for float32 parameters and Adam moments.
-_PACKED = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+# Every dataset also carries a Fletcher-32 checksum and the file format has checksummed metadata
+# (HDF5 >= 1.10 object headers and superblock): a flipped byte is reported at load, not trained on.
+_PACKED = {"compression": "gzip", "compression_opts": 4, "shuffle": True, "fletcher32": True}
+_CHECKED = {"fletcher32": True}
+_LIBVER = ("v110", "latest")
 
 
 def save(path: str | Path, state: TrainState, history: list[dict], config_json: str, *, world_size: int,
@@ -104,7 +114,7 @@ def save(path: str | Path, state: TrainState, history: list[dict], config_json: 
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     prov = provenance(mpi_library)
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", libver=_LIBVER) as f:
             f.attrs.update({
                 "format": FORMAT, "layout_version": LAYOUT_VERSION, "strategy": strategy, "esmpi_version": __version__,
                 "git_commit": prov["git_commit"], "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(),
@@ -120,7 +130,7 @@ def save(path: str | Path, state: TrainState, history: list[dict], config_json: 
                 parent, _, name = p.rpartition("/")
                 g = root.require_group(parent.lstrip("/")) if parent else root
                 if isinstance(v, np.ndarray):
-                    g.create_dataset(name, data=v, **(_PACKED if v.ndim and v.size else {}))
+                    g.create_dataset(name, data=v, **(_PACKED if v.ndim and v.size else _CHECKED if v.size else {}))
                 else:
                     g.attrs[name] = v
             table = np.zeros(len(history), dtype=[(k, np.float64) for k in keys])
@@ -128,68 +138,85 @@ def save(path: str | Path, state: TrainState, history: list[dict], config_json: 
                 for k in keys:
                     table[k][i] = row.get(k, np.nan)
             f.create_dataset("history", data=table, maxshape=(None,), chunks=True, **_PACKED)
+            f.attrs[schema.DIGEST_ATTR] = schema.content_digest(*_collect(f))
             f.flush()
             os.fsync(f.id.get_vfd_handle())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:   # disk full, read-only file system, permissions: the previous file is intact
+        raise OutputError(f"{path}: cannot write the checkpoint ({e.strerror or e}); the previous checkpoint "
+                          "is intact: free space or fix the location, then resume from it") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return path
 
 
-def _require(f, name: str, path: Path):
-    if name not in f:
-        raise CheckpointError(f"{path}: missing '{name}': the file is truncated or not an esmpi checkpoint")
-    return f[name]
+# h5py/HDF5 raise all of these for damaged files (bad offsets, checksums, decompression, decoding)
+_READ_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError,
+                UnicodeDecodeError, OverflowError, MemoryError)
 
 
-def _reader(group, layout: int):
-    """``read(path)`` of the state walk: a dataset at the path, else an attribute of its parent group."""
+def _collect(f) -> tuple[dict, dict]:
+    """Every group's attributes ({"" (root) or "state/strategy": {name: value}}) and every dataset
+    ({"state/strategy/theta": array}) of an open file, as stored."""
+    attrs = {"": dict(f.attrs.items())}
+    arrays = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            arrays[name] = obj[()]
+        elif isinstance(obj, h5py.Group):
+            attrs[name] = dict(obj.attrs.items())
+
+    f.visititems(visit)
+    return attrs, arrays
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """Every attribute and dataset, as read (nothing interpreted yet)."""
+    try:
+        f = h5py.File(path, "r")
+    except _READ_ERRORS as e:
+        raise CheckpointError(f"{path}: not a readable HDF5 file (corrupt or truncated?): {e}") from None
+    try:
+        with f:
+            fmt = f.attrs.get("format")
+            if fmt != FORMAT:
+                raise CheckpointError(f"{path}: not an esmpi checkpoint (format attribute is {fmt!r})")
+            lv = schema.check_attr(path, "", "layout_version", f.attrs.get("layout_version", -1), schema.Attr("int"))
+            if lv > LAYOUT_VERSION:
+                raise CheckpointError(f"{path}: layout version {lv} is newer than this esmpi supports "
+                                      f"({LAYOUT_VERSION}); upgrade esmpi to read it")
+            if lv < 1:
+                raise CheckpointError(f"{path}: invalid layout version {lv}")
+            return _collect(f)
+    except CheckpointError:
+        raise
+    except _READ_ERRORS as e:
+        raise CheckpointError(f"{path}: unreadable data (corrupt or truncated file?): {type(e).__name__}: {e}") from None
+
+
+def _reader(attrs: dict, arrays: dict, layout: int):
+    """``read(path)`` of the state walk: the dataset at ``state<path>``, else an attribute of its group."""
     def read(p: str):
         if layout == 1:
             for new, old in _V1_PATHS:
                 if p.startswith(new):
                     p = old + p[len(new):]
-        parent, _, name = p.rpartition("/")
-        g = group[parent.lstrip("/")] if parent.strip("/") else group
-        if not isinstance(g, h5py.Group):
-            raise KeyError(p)
-        if name in g:
-            obj = g[name]
-            if not isinstance(obj, h5py.Dataset):
-                raise StateError(f"'{p}' is a group, expected a dataset")
-            return obj[()]
-        if name in g.attrs:
-            v = g.attrs[name]
+        full = "state" + p
+        if full in arrays:
+            return arrays[full]
+        parent, _, name = full.rpartition("/")
+        if name in attrs.get(parent, {}):
+            v = attrs[parent][name]
             return v.item() if isinstance(v, np.generic) else v
+        if full in attrs:
+            raise StateError(p, "group", "is a group, expected a dataset or an attribute")
         raise KeyError(p)
     return read
-
-
-def _attr(attrs: dict, path: Path, key: str, kind: type, what: str):
-    v = attrs.get(key)
-    if v is None:
-        raise CheckpointError(f"{path}: missing attribute '{key}': the file is truncated or not an esmpi checkpoint")
-    ok = isinstance(v, kind) and not isinstance(v, bool) if kind is int else isinstance(v, kind)
-    if not ok:
-        raise CheckpointError(f"{path}: attribute '{key}' is {v!r} ({type(v).__name__}), expected {what}")
-    return v
-
-
-def _check_policy_sizes(path: Path, policy: dict, num_params: int, obs_dim: int) -> None:
-    """The sizes the file claims must be those of the policy it describes (an MLP's layer sizes)."""
-    sizes = policy.get("layer_sizes")
-    if sizes is None:
-        return
-    if not (isinstance(sizes, list) and len(sizes) >= 2 and all(isinstance(n, int) and n > 0 for n in sizes)):
-        raise CheckpointError(f"{path}: attribute 'policy_json' has layer_sizes {sizes!r}, expected a list of positive integers")
-    want = sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))
-    if want != num_params:
-        raise CheckpointError(f"{path}: attribute 'num_params' is {num_params} but the policy's layer sizes {sizes} "
-                              f"have {want} parameters")
-    if obs_dim not in (0, sizes[0]):
-        raise CheckpointError(f"{path}: attribute 'obs_dim' is {obs_dim} but the policy takes {sizes[0]} inputs")
 
 
 def template(cfg, num_params: int, obs_dim: int, bc_dim: int = 0, extra: dict | None = None) -> TrainState:
@@ -204,68 +231,44 @@ def template(cfg, num_params: int, obs_dim: int, bc_dim: int = 0, extra: dict | 
 
 
 def load(path: str | Path) -> dict:
-    """Read and validate a checkpoint. Returns dict(state=TrainState, history=list[dict], config_json,
-    config, attrs=dict). Raises CheckpointError naming the file and what is wrong."""
+    """Read and validate a checkpoint: the root attributes against ``checkpoint_schema``'s table (types,
+    a valid config, sizes against the policy the file describes), the state against a template made
+    from that config (every leaf's dtype, shape, finiteness, type), the history table, then the
+    content checksum. Returns dict(state=TrainState, history=list[dict], config_json, config,
+    attrs=dict). Raises CheckpointError naming the file and what is wrong; nothing is used before
+    everything is checked."""
     from .config import config_from_dict
-    from .errors import ConfigError
+    from .objectives import extra_template   # e.g. the VBN reference batch of an Atari run
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    raw_attrs, arrays = _read(path)
+    lv = int(raw_attrs[""]["layout_version"])
+    root_spec = schema.V2_ROOT if lv >= 2 else schema.V1_ATTRS[""]
+    checked = schema.validate(path, {"": raw_attrs[""]}, {}, {"": root_spec}, {}, dims=None, digest=False)
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in checked[""].items()}
+    dims = schema.dims_of(path, attrs)
+    cfg = config_from_dict(json.loads(attrs["config_json"]), f"{path} (attribute config_json)")
+    strategy = attrs.get("strategy", "openai_es")
+    if strategy != cfg.strategy.name:
+        raise CheckpointError(f"{path}: attribute 'strategy' is {strategy!r} but its config says "
+                              f"strategy.name = {cfg.strategy.name!r}")
     try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise CheckpointError(f"{path}: not a readable HDF5 file (corrupt or truncated?): {e}") from None
-    with f:
-        try:
-            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-        except (OSError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: unreadable attributes (corrupt file?): {e}") from None
-        if attrs.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: not an esmpi checkpoint (format attribute is {attrs.get('format')!r})")
-        lv = _attr(attrs, path, "layout_version", int, "an integer")
-        if lv > LAYOUT_VERSION:
-            raise CheckpointError(f"{path}: layout version {lv} is newer than this esmpi supports ({LAYOUT_VERSION}); "
-                                  "upgrade esmpi to read it")
-        if lv < 1:
-            raise CheckpointError(f"{path}: invalid layout version {lv}")
-        num_params = _attr(attrs, path, "num_params", int, "a positive integer")
-        obs_dim = _attr(attrs, path, "obs_dim", int, "a non-negative integer")
-        bc_dim = attrs.get("bc_dim", 0)
-        if num_params < 1 or obs_dim < 0 or not isinstance(bc_dim, int) or bc_dim < 0:
-            raise CheckpointError(f"{path}: attributes num_params={num_params!r}, obs_dim={obs_dim!r}, bc_dim={bc_dim!r} "
-                                  "are not valid sizes")
-        for key in ("config_json", "policy_json"):
-            text = _attr(attrs, path, key, str, "a JSON string") if key == "config_json" else attrs.get(key, "{}")
-            try:
-                if not isinstance(json.loads(text), dict):
-                    raise ValueError("not a JSON object")
-            except (TypeError, ValueError) as e:
-                raise CheckpointError(f"{path}: attribute '{key}' is not a JSON object ({e})") from None
-        _check_policy_sizes(path, json.loads(attrs.get("policy_json", "{}")), num_params, obs_dim)
-        try:
-            cfg = config_from_dict(json.loads(attrs["config_json"]), f"{path} (attribute config_json)")
-        except ConfigError as e:
-            raise CheckpointError(str(e)) from None
-        strategy = attrs.get("strategy", "openai_es")
-        if strategy != cfg.strategy.name:
-            raise CheckpointError(f"{path}: attribute 'strategy' is {strategy!r} but its config says "
-                                  f"strategy.name = {cfg.strategy.name!r}")
-        try:
-            from .objectives import extra_template   # e.g. the VBN reference batch of an Atari run
-            want = template(cfg, num_params, obs_dim, bc_dim, extra_template(cfg))
-            state = rebuild(want, _reader(_require(f, "state", path), lv))
-            table = _require(f, "history", path)[()]
-        except KeyError as e:
-            raise CheckpointError(f"{path}: missing {e}: the file is truncated or not an esmpi checkpoint") from None
-        except StateError as e:
-            raise CheckpointError(f"{path}: state {e}") from None
-        except (OSError, ValueError, TypeError) as e:
-            raise CheckpointError(f"{path}: unreadable data (corrupt file?): {e}") from None
-    names = table.dtype.names or ()
-    if "Generation" not in names:
+        want = template(cfg, dims["num_params"], dims["obs_dim"], int(attrs.get("bc_dim", 0)), extra_template(cfg))
+        state = rebuild(want, _reader(raw_attrs, arrays, lv))
+    except KeyError as e:
+        raise CheckpointError(f"{path}: missing 'state{e.args[0]}': the file is truncated or not an esmpi "
+                              "checkpoint") from None
+    except StateError as e:
+        raise CheckpointError(f"{path}: {e.kind} 'state{e.path}' {e.what}") from None
+    if "history" not in arrays:
+        raise CheckpointError(f"{path}: missing dataset 'history': the file is truncated or not an esmpi checkpoint")
+    table = schema.check_array(path, "history", arrays["history"], schema.V1_ARRAYS["history"], dims)
+    if "Generation" not in (table.dtype.names or ()):
         raise CheckpointError(f"{path}: dataset 'history' has no Generation column: the file is damaged")
+    schema.check_digest(path, raw_attrs, arrays)
     from .metrics import INT_KEYS
-    history = [{k: (int(row[k]) if k in INT_KEYS and np.isfinite(row[k]) else float(row[k])) for k in names}
+    history = [{k: (int(row[k]) if k in INT_KEYS and np.isfinite(row[k]) else float(row[k])) for k in table.dtype.names}
                for row in table]
     return {"state": state, "history": history, "config_json": attrs["config_json"], "config": cfg, "attrs": attrs}

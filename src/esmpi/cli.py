@@ -32,6 +32,11 @@ def build_parser(prog: str = "esmpi") -> argparse.ArgumentParser:
     def run_arg(p, nargs=None):
         p.add_argument("run", nargs=nargs, metavar="RUN", help="run directory or checkpoint .h5 file")
 
+    def allow_arg(p):
+        p.add_argument("--allow-import", action="append", default=[], metavar="MODULE",
+                       help="let the checkpoint's env id 'MODULE:Env-vN' import MODULE (a file never decides by "
+                            "itself what code runs); repeatable")
+
     def ck_arg(p):
         p.add_argument("--checkpoint", metavar="PATH",
                        help="checkpoint to use instead of RUN's newest: a path, or a name in RUN/checkpoints "
@@ -61,6 +66,7 @@ def build_parser(prog: str = "esmpi") -> argparse.ArgumentParser:
     p.add_argument("--episodes", "-n", type=int, default=10, help="number of episodes (default: 10)")
     p.add_argument("--seed", type=int, default=0, help="episode e resets with a seed derived from (seed, e) (default: 0)")
     p.add_argument("--json", action="store_true", help="print the result (with every episode) as JSON")
+    allow_arg(p)
 
     p = sub.add_parser("video", help="render the policy headless to .gif or .mp4 (MuJoCo envs; EGL by default)")
     run_arg(p)
@@ -71,10 +77,12 @@ def build_parser(prog: str = "esmpi") -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=360, help="frame height in pixels (default: 360)")
     p.add_argument("--fps", type=float, help="frames per second (default: the env's real-time rate, at most 50)")
     p.add_argument("--seed", type=int, default=0, help="episode seeds as for eval (default: 0)")
+    allow_arg(p)
 
     p = sub.add_parser("robustness", help="returns of K perturbations theta + s * eps_k of each saved policy, "
                                           "relative to the unperturbed return (docs/robustness.md)")
     run_arg(p, "+")
+    allow_arg(p)
     p.add_argument("-k", type=int, default=1000, help="perturbations per scale (default: 1000)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--sigma", type=float, nargs="+", metavar="S", help="absolute perturbation scales")
@@ -127,8 +135,9 @@ def _eval(args) -> int:
 
     comm = make_comm()
     try:
-        from . import analyze, replay
+        from . import analyze, envs, replay
 
+        envs.restrict_imports(args.allow_import)
         try:
             res = replay.evaluate(analyze.load_run(args.run, args.checkpoint), args.episodes, args.seed, comm)
         except EsmpiError as e:
@@ -149,12 +158,13 @@ def _eval(args) -> int:
 
 
 def _video(args) -> int:
-    from . import analyze, replay
+    from . import analyze, envs, replay
 
+    envs.restrict_imports(args.allow_import)
     replay.prepare_render_backend()  # before anything imports mujoco / PyOpenGL
     rd = analyze.load_run(args.run, args.checkpoint)
     r = replay.render_video(rd, args.out, frames=args.frames, width=args.width, height=args.height,
-                             fps=args.fps, seed=args.seed)
+                             fps=args.fps, seed=args.seed, allow_import=args.allow_import)
     done = f"; returns of completed episodes: {', '.join(f'{x:.1f}' for x in r['completed_returns'])}" \
         if r["completed_returns"] else ""
     print(f"wrote {r['path']}: {r['frames']} frames at {r['fps']:.1f} fps (every {r['stride']} env step(s), "
@@ -163,7 +173,9 @@ def _video(args) -> int:
 
 
 def _robustness(args) -> int:
-    from . import robustness
+    from . import envs, robustness
+
+    envs.restrict_imports(args.allow_import)
 
     if args.k < 1:
         raise EsmpiError(f"-k {args.k}: need at least 1 perturbation")

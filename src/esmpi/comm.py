@@ -11,7 +11,11 @@ mpiexec), ``SerialComm()`` needs no MPI at all. Both offer:
 - ``allgather_obj`` / ``bcast_obj``: small Python objects, for set-up only (never per generation)
 - ``node_shared_array(n, dtype) -> (array, fill_here)``: one copy per node in an MPI-3 shared
   window; exactly one rank per node gets ``fill_here=True``; then call ``node_barrier()``
+  (``node_ibarrier()``: its non-blocking form, for waiting with short sleeps)
 - ``abort(code)``: end every rank now (used when one rank raised)
+
+``ESMPI_TEST_PRETEND_NODES=k`` (tests only) splits every node's ranks into ``k`` pretend nodes, each
+with its own shared windows, so multi-node code paths run on one machine.
 
 When there are more ranks on a node than CPUs, MPICH's busy-polling in blocking collectives steals
 CPU from ranks still computing; ``wait_for_all()`` then polls a non-blocking barrier with short
@@ -38,6 +42,7 @@ class _Done:
 
 class SerialComm:
     rank, size, node_rank, node_size = 0, 1, 0, 1
+    shared_windows = False      # node_shared_array is a plain array (MPIComm: an MPI window in /dev/shm)
     oversubscribed = False
     library = "none (serial)"
 
@@ -59,6 +64,9 @@ class SerialComm:
     def node_barrier(self):
         pass
 
+    def node_ibarrier(self):
+        return _Done()
+
     def barrier(self):
         pass
 
@@ -76,6 +84,8 @@ class SerialComm:
 
 
 class MPIComm:
+    shared_windows = True
+
     def __init__(self, comm=None):
         from mpi4py import MPI
 
@@ -83,6 +93,14 @@ class MPIComm:
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        pretend = int(os.environ.get("ESMPI_TEST_PRETEND_NODES", "0") or 0)
+        if pretend > 1:
+            # tests only: split each real node into `pretend` groups of consecutive ranks, so the
+            # node-split and shared-window code meets a cross-node allgather on one machine
+            real = self.node
+            color = real.Get_rank() * min(pretend, real.Get_size()) // real.Get_size()
+            self.node = real.Split(color, key=self.rank)
+            real.Free()
         self.node_rank, self.node_size = self.node.Get_rank(), self.node.Get_size()
         try:
             ncpu = len(os.sched_getaffinity(0))
@@ -148,6 +166,10 @@ class MPIComm:
         self.node.Barrier()
         for w in self._windows:
             w.Sync()
+
+    def node_ibarrier(self):
+        """Non-blocking barrier of the node's ranks (no memory ordering: follow with ``node_barrier``)."""
+        return self.node.Ibarrier()
 
     def barrier(self):
         self.comm.Barrier()

@@ -5,8 +5,8 @@ overrides), ``dump_config`` (the resolved config written into every run), and ``
 whose message names the file, the key and what to do.
 
 Every key is documented by its ``Field(description=...)``; ``docs/config.md`` lists them.
-Unknown keys, wrong types (strict: ``"0.02"`` is not a float, ``1.0`` is not an int) and
-out-of-range values are refused.
+Unknown keys, wrong types (strict: ``"0.02"`` is not a float, ``1.0`` is not an int),
+out-of-range values and NaN/inf for any float key (unless its Field carries ``INF_OK``) are refused.
 """
 
 from __future__ import annotations
@@ -24,8 +24,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 
+# A float key whose Field carries json_schema_extra=INF_OK documents that inf means "no limit";
+# every other float key refuses NaN and +-inf (one validator for all keys, below).
+INF_OK = {"inf_means_no_limit": True}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite_floats(cls, v, info):
+        if isinstance(v, float) and not math.isfinite(v):
+            extra = cls.model_fields[info.field_name].json_schema_extra or {}
+            if math.isnan(v) or not extra.get("inf_means_no_limit"):
+                raise ValueError("must be a finite number (NaN and inf are refused)")
+        return v
 
 
 # The built-in defaults ARE the default job (jobs/default.toml; a test keeps them equal), so
@@ -44,13 +58,6 @@ class RunConfig(_Section):
         if self.generations == 0 and self.max_timesteps == 0 and self.max_seconds == 0 and self.target_return is None:
             raise ValueError("no budget: set run.generations, run.max_timesteps, run.max_seconds > 0 or run.target_return")
         return self
-
-    @field_validator("target_return")
-    @classmethod
-    def _finite_target(cls, v):
-        if v is not None and not math.isfinite(v):
-            raise ValueError("must be a finite number (leave run.target_return unset for no target)")
-        return v
 
 
 class EnvConfig(_Section):
@@ -365,9 +372,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base_
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found; pass an existing file to --config (see jobs/)")
         try:
-            tree = tomllib.loads(path.read_text())
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); "
+                              "a job file is TOML, see jobs/") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from None
+        try:
+            tree = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+            raise ConfigError(f"{path}: not valid TOML: {e}; a job file is TOML, see jobs/") from None
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(tree, key, value, f"--set {key}")
@@ -394,7 +408,8 @@ def markdown() -> str:
     out = ["# Configuration keys", "",
            "Generated from `src/esmpi/config.py` by `python -m esmpi.config > docs/config.md`; a test keeps it in sync.",
            "Job files are TOML (`jobs/*.toml`); any key can be overridden with `--set table.key=value` (TOML value).",
-           "Unknown keys, wrong types and out-of-range values are refused with the file and key named.", ""]
+           "Unknown keys, wrong types, out-of-range values and NaN/inf for any float key are refused with the "
+           "file and key named; so is a file that is not UTF-8 TOML.", ""]
     for section, field in Config.model_fields.items():
         model = field.annotation
         if not (isinstance(model, type) and issubclass(model, BaseModel)):   # a free-form table, checked elsewhere

@@ -144,8 +144,26 @@ def _route_mujoco_warnings() -> None:
     mujoco.set_mju_user_warning(handler)
 
 
+# Which modules a "module:Env-vN" id may import. None: any (the id comes from the user's own config
+# or command line). A set: only these; set by `--resume`, `esmpi eval/video` and ``load_policy``,
+# where the id comes from a checkpoint, so that a file never decides by itself what code runs.
+_IMPORTABLE: set | None = None
+_IMPORT_FLAG = "--allow-import"
+
+
+def restrict_imports(modules, flag: str = "--allow-import") -> None:
+    """``None``: env ids may import any module; an iterable: only these (named by the user via ``flag``)."""
+    global _IMPORTABLE, _IMPORT_FLAG
+    _IMPORTABLE = None if modules is None else set(modules)
+    _IMPORT_FLAG = flag
+
+
 def _check_id(env_id: str) -> None:
     if ":" in env_id:  # "module:Env-vN" imports a module first; let gymnasium resolve it
+        module = env_id.split(":", 1)[0]
+        if _IMPORTABLE is not None and module not in _IMPORTABLE:
+            raise EnvError(f"env.id {env_id!r} (from a checkpoint) would import the Python module {module!r}; "
+                           f"esmpi imports code named in a file only when you name it: add {_IMPORT_FLAG} {module}")
         return
     if env_id not in gym.envs.registry:
         close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3)

@@ -128,15 +128,29 @@ class ProgressLine:
 
 
 class JsonlSink:
+    """progress.jsonl, one line per generation (rank 0). A failed write (disk full, read-only file
+    system) is an ``OutputError``: one line, every rank aborted with exit 5, checkpoints intact."""
+
     def __init__(self, path):
-        self.f = open(path, "a", buffering=1)
+        self.path = path
+        try:
+            self.f = open(path, "a", buffering=1)
+        except OSError as e:
+            self._fail(e)
+
+    def _fail(self, e: OSError):
+        from .errors import OutputError
+        raise OutputError(f"{self.path}: cannot write the progress log ({e.strerror or e})") from None
 
     @staticmethod
     def line(m: dict) -> str:
         return json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}) + "\n"
 
     def __call__(self, m: dict) -> None:
-        self.f.write(self.line(m))
+        try:
+            self.f.write(self.line(m))
+        except OSError as e:
+            self._fail(e)
 
     def close(self):
         self.f.close()

@@ -21,28 +21,85 @@ nothing crosses the network.
 
 from __future__ import annotations
 
+import time
+
 import numba
 import numpy as np
 
-from . import seeding
+from . import resources, seeding
+from .errors import EsmpiError
 
 FILL_CHUNK = 10_000_000
 
 
+class FillInterrupted(EsmpiError):
+    """A stop signal arrived while the table was being filled: every rank stops, nothing was written."""
+
+    exit_code = 75   # run.EXIT_SIGNALLED: "try again"
+
+
 class NoiseTable:
-    def __init__(self, size: int, seed: int, comm=None):
+    """``stop_requested()`` is polled between fill chunks (``chunk`` entries each), so a scheduler's
+    SIGTERM during a long fill stops every rank promptly: the filling rank stops after the current
+    chunk (also when only another rank of its node got the signal: that rank raises a node-shared
+    flag while it waits), and all ranks agree (one OR over the world) to raise ``FillInterrupted``."""
+
+    def __init__(self, size: int, seed: int, comm=None, *, stop_requested=None, chunk: int | None = None):
         self.size, self.seed = int(size), int(seed)
+        self._check_memory(comm)
         if comm is None:
             self.noise = np.empty(self.size, dtype=np.float32)
             fill_here = True
         else:
             self.noise, fill_here = comm.node_shared_array(self.size, np.float32)
+        stop = stop_requested or (lambda: False)
+        chunk = int(chunk or FILL_CHUNK)   # read at call time: tests shrink FILL_CHUNK to exercise many chunks
+        shared = comm is not None and getattr(comm, "node_size", 1) > 1
+        if shared:
+            # one node-shared int: a waiting rank that receives a stop signal raises it, the filler
+            # reads it between chunks (a best-effort plain store; the world agreement below is exact)
+            node_stop = comm.node_shared_array(1, np.int32)[0]
+            if fill_here:
+                node_stop[0] = 0
+            comm.node_barrier()
+        interrupted = False
         if fill_here:
             g = np.random.default_rng(self.seed)
-            for s in range(0, self.size, FILL_CHUNK):
-                g.standard_normal(dtype=np.float32, out=self.noise[s : s + FILL_CHUNK])
+            for s in range(0, self.size, chunk):
+                if stop() or (shared and node_stop[0]):
+                    interrupted = True
+                    break
+                g.standard_normal(dtype=np.float32, out=self.noise[s : s + chunk])
+        if shared:
+            # the others wait in a non-blocking barrier with short sleeps: no busy-polling against
+            # the filler for CPU, and their own stop requests are passed on to it
+            req = comm.node_ibarrier()
+            while not req.Test():
+                if stop():
+                    node_stop[0] = 1
+                time.sleep(0.005)
         if comm is not None:
             comm.node_barrier()
+            interrupted = bool(comm.any_flags(int(interrupted or stop())))
+        if interrupted:
+            raise FillInterrupted(f"stopped by a signal while filling the noise table ({self.size} entries), "
+                                  "before the run started; nothing was written: run the same command again")
+
+    def _check_memory(self, comm) -> None:
+        """Refuse a table that cannot fit, on every rank alike, before any rank allocates (the
+        shared-window allocation is collective: one rank raising alone would leave the others hanging)."""
+        err = None
+        if comm is None or getattr(comm, "node_rank", 0) == 0:
+            try:
+                resources.check_fits(4 * self.size, f"the noise table (noise.size = {self.size} float32 entries)",
+                                     shared=getattr(comm, "shared_windows", False))
+            except resources.ResourceError as e:
+                err = str(e)
+        if comm is not None:
+            errs = [e for e in comm.allgather_obj(err) if e]
+            err = errs[0] if errs else None
+        if err:
+            raise resources.ResourceError(err)
 
     def get(self, offset: int, dim: int) -> np.ndarray:
         return self.noise[offset : offset + dim]

@@ -8,7 +8,7 @@ in pair order, the same on every rank and at every world size (no float Allreduc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,8 +18,8 @@ INIT_EPS = 1e-2
 @dataclass(frozen=True)
 class ObsStats:
     sum: np.ndarray      # (obs_dim,) float64
-    sumsq: np.ndarray    # (obs_dim,) float64
-    count: float
+    sumsq: np.ndarray = field(metadata={"nonneg": True})   # (obs_dim,) float64
+    count: float = field(metadata={"nonneg": True})
 
     @staticmethod
     def initial(obs_dim: int) -> "ObsStats":

@@ -9,7 +9,7 @@ computes identical bits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,7 +18,7 @@ import numpy as np
 class OptState:
     t: int            # number of updates taken
     m: np.ndarray     # (d,) float32: Adam first moment / SGD velocity
-    v: np.ndarray     # (d,) float32: Adam second moment (zeros, unused, for SGD)
+    v: np.ndarray = field(metadata={"nonneg": True})   # (d,) float32: Adam second moment (zeros, unused, for SGD)
 
 
 def init_state(d: int) -> OptState:

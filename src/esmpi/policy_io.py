@@ -85,13 +85,14 @@ class LoadedPolicy:
     """
 
     def __init__(self, path: Path, spec: MLPSpec, theta: np.ndarray, obs_mean: np.ndarray, obs_std: np.ndarray,
-                 obs_clip: float, policy: dict, config: dict, generation: int):
+                 obs_clip: float, policy: dict, config: dict, generation: int, allow_import=()):
         self.path, self.spec, self.theta = path, spec, theta
         self.obs_mean, self.obs_std = obs_mean, obs_std
         self.env_id = policy.get("env_id") or config.get("env", {}).get("id", "")
         self.max_episode_steps = int(policy.get("max_episode_steps") or 0)
         self.env_kwargs = dict(config.get("env", {}).get("kwargs", {}))
         self.config, self.generation = config, generation
+        self.allow_import = set(allow_import)
         self._mlp = MLPPolicy(spec, obs_clip)
         self._mlp.set_theta(theta)
         self._mlp.set_obs_norm(obs_mean, obs_std)
@@ -103,9 +104,17 @@ class LoadedPolicy:
         return a if isinstance(a, (int, np.integer)) else a.copy()  # MLPPolicy reuses its output buffer
 
     def make_env(self, **kwargs):
-        """``gymnasium.make`` of the run's env with its ``env.kwargs`` (plus ``kwargs``, e.g. render_mode)."""
+        """``gymnasium.make`` of the run's env with its ``env.kwargs`` (plus ``kwargs``, e.g. render_mode).
+        An env id ``module:Env-vN`` (read from the file) imports ``module`` only if it was named in
+        ``load_policy(..., allow_import=[module])``."""
         from .envs import make_gym_env  # the one module that imports gymnasium
+        from .errors import EnvError
 
+        if ":" in self.env_id and self.env_id.split(":", 1)[0] not in self.allow_import:
+            module = self.env_id.split(":", 1)[0]
+            raise EnvError(f"env id {self.env_id!r} in {self.path} would import the Python module {module!r}; "
+                           f"a file never decides by itself what code runs: pass allow_import=[{module!r}] "
+                           f"(esmpi eval/video: --allow-import {module})")
         return make_gym_env(self.env_id, **{**self.env_kwargs, **kwargs})
 
     def __repr__(self):
@@ -147,7 +156,7 @@ class LoadedAtariPolicy:
         return f"LoadedAtariPolicy({self.env_id!r}, generation={self.generation}, from {str(self.path)!r})"
 
 
-def policy_from_checkpoint(ck: dict, path: Path):
+def policy_from_checkpoint(ck: dict, path: Path, allow_import=()):
     """Build the policy from an already loaded checkpoint dict (``esmpi.checkpoint.load``)."""
     if ck.get("config") is not None and ck["config"].objective.kind == "atari":
         return LoadedAtariPolicy(path, ck)
@@ -176,14 +185,16 @@ def policy_from_checkpoint(ck: dict, path: Path):
     else:
         mean, std = np.zeros(spec.obs_dim, np.float32), np.ones(spec.obs_dim, np.float32)
     return LoadedPolicy(path, spec, state.theta, mean, std, float(policy.get("obs_clip", 5.0)), policy, config,
-                        state.generation)
+                        state.generation, allow_import)
 
 
-def load_policy(path: str | Path, checkpoint: str | Path | None = None) -> LoadedPolicy:
+def load_policy(path: str | Path, checkpoint: str | Path | None = None, allow_import=()) -> LoadedPolicy:
     """Load the policy saved in ``path`` (a checkpoint ``.h5`` or a run directory, see
     ``resolve_checkpoint``). Returns a ``LoadedPolicy``: ``action = policy(obs)``, deterministic,
-    with the saved observation normalisation; usable in any gymnasium loop, without MPI."""
+    with the saved observation normalisation; usable in any gymnasium loop, without MPI. The file is
+    validated as strictly as for ``--resume`` (``esmpi.checkpoint.load``). ``allow_import``: modules
+    that a ``module:Env-vN`` env id in the file may import in ``make_env``."""
     from . import checkpoint as _ck
 
     p = resolve_checkpoint(path, checkpoint)
-    return policy_from_checkpoint(_ck.load(p), p)
+    return policy_from_checkpoint(_ck.load(p), p, allow_import)

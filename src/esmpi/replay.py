@@ -46,6 +46,9 @@ def _objective(rd: RunData):
     if obj.num_params != rd.state.theta.size:
         raise EsmpiError(f"{rd.checkpoint}: the config's policy has {obj.num_params} parameters, theta has "
                          f"{rd.state.theta.size}: the env or policy code changed since this checkpoint was written")
+    if rd.state.obs.sum.size != obj.obs_dim:
+        raise EsmpiError(f"{rd.checkpoint}: observation statistics have size {rd.state.obs.sum.size} but the env "
+                         f"observes {obj.obs_dim} values: the env changed since this checkpoint was written")
     if obj.obs_dim:
         obj.set_obs_norm(*rd.state.obs.mean_std(cfg.es.obs_std_floor))
     if rd.state.extra and hasattr(obj, "set_objective_state"):
@@ -171,13 +174,14 @@ def _check_video_output(out: Path) -> str:
         except ImportError:
             raise RenderError(f"{out}: writing MP4 needs the imageio-ffmpeg package, which is not installed; "
                               "write a .gif instead, or run: pip install imageio-ffmpeg") from None
-    if not out.parent.exists():
-        raise RenderError(f"{out}: directory {out.parent} does not exist")
+    from .analyze import check_output_path
+
+    check_output_path(out)
     return kind
 
 
 def render_video(rd: RunData, out: str | Path, frames: int = 300, width: int = 480, height: int = 360,
-                 fps: float | None = None, seed: int = 0) -> dict:
+                 fps: float | None = None, seed: int = 0, allow_import=()) -> dict:
     """Render ``frames`` frames of the saved policy (deterministic, saved normalisation) to a GIF
     or MP4. Episodes follow one another (episode e resets with ``episode_seed(seed, e)``) until
     enough frames exist. One frame every ``stride`` env steps, stride = round(render_fps / fps);
@@ -193,7 +197,7 @@ def render_video(rd: RunData, out: str | Path, frames: int = 300, width: int = 4
     err = probe_render_backend(backend)  # first: with a broken MUJOCO_GL even `import mujoco` fails
     if err:
         raise RenderError(backend_help(backend, err))
-    pi = policy_from_checkpoint(rd.ck, rd.checkpoint)
+    pi = policy_from_checkpoint(rd.ck, rd.checkpoint, allow_import)
     probe_env = pi.make_env()
     modes = list(probe_env.metadata.get("render_modes") or [])
     probe_env.close()
@@ -249,7 +253,11 @@ def render_video(rd: RunData, out: str | Path, frames: int = 300, width: int = 4
             writer.close()
     if gif_frames is not None:
         # GIF delays are in 1/100 s. Pillow merges identical consecutive frames (adding their delays).
-        gif_frames[0].save(out, save_all=True, append_images=gif_frames[1:], duration=round(1000 / out_fps),
-                           loop=0, optimize=False)
+        try:
+            gif_frames[0].save(out, save_all=True, append_images=gif_frames[1:], duration=round(1000 / out_fps),
+                               loop=0, optimize=False)
+        except OSError as e:
+            from .analyze import write_error
+            raise write_error(out, e) from None
     return {"path": str(out), "frames": n, "fps": out_fps, "stride": stride, "episodes": ep,
             "completed_returns": returns, "backend": backend}

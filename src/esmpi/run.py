@@ -10,9 +10,13 @@ esmpi never overwrites results.
 Signals: SIGTERM, SIGINT, SIGUSR1 on any rank: checkpoint at the next generation boundary and exit
 75. SIGUSR2: checkpoint at the next generation boundary and go on.
 
-Exit codes: 0 done; 2 bad input (config, env, run directory); 3 replicas diverged; 4 theta became
-non-finite; 75 stopped by a signal after writing a checkpoint; 1 a crash (every rank is aborted
-and the failing rank's traceback is printed).
+Exit codes: 0 done; 2 bad input (config, env, run directory, checkpoint, memory, output location),
+checked before the run directory is created; 3 replicas diverged; 4 theta became non-finite; 5 a
+checkpoint or log could not be written mid-run (disk full, read-only file system; the previous
+checkpoint is intact, resume from it); 75 stopped by a signal after writing a checkpoint (also one
+of the initial state when the signal came before the first generation), or during the noise-table
+fill before anything was written; 1 a crash (every rank is aborted and the failing rank's
+traceback is printed).
 """
 
 from __future__ import annotations
@@ -92,6 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "--set may change budgets and cadence only")
     ap.add_argument("--runs-root", default="runs", help="parent of the default run directory (default: runs)")
     ap.add_argument("--quiet", "-q", action="store_true", help="no progress line per generation")
+    ap.add_argument("--allow-import", action="append", default=[], metavar="MODULE",
+                    help="on --resume: let the checkpoint's env id 'MODULE:Env-vN' import MODULE (a file never "
+                         "decides by itself what code runs); repeatable")
     return ap.parse_args(argv)
 
 
@@ -127,6 +134,11 @@ def guarded(comm, fn) -> int:
     try:
         return fn()
     except EsmpiError as e:
+        if getattr(e, "local", False):   # raised on this rank only (e.g. rank 0 cannot write a checkpoint)
+            print(f"esmpi: error: {e}", file=sys.stderr, flush=True)
+            if comm.size > 1:
+                comm.abort(e.exit_code)
+            return e.exit_code
         if comm.rank == 0:
             print(f"esmpi: error: {e}", file=sys.stderr, flush=True)
         return e.exit_code
@@ -156,13 +168,12 @@ def main(argv=None) -> int:
 
 
 def _main(args, comm, signals) -> int:
+    """Check everything (config, run directory, checkpoint, env, policy, memory, output location),
+    build the trainer (noise table), and only then create or touch the run directory."""
     import json
 
-    from . import checkpoint, resume
-    from .config import dump_config, load_config
-    from .metrics import JsonlSink, ProgressLine
-    from . import objectives
-    from .train import Trainer
+    from . import checkpoint, envs, objectives, resume
+    from .config import load_config
 
     if args.resume and args.out:
         raise EsmpiError("give either --resume RUN_DIR (continue a run) or --out RUN_DIR (a new run), not both")
@@ -175,14 +186,21 @@ def _main(args, comm, signals) -> int:
         if comm.rank != 0:
             return None
         if args.resume:
-            return str(args.resume), "resume"
-        d = Path(args.out) if args.out else _default_run_dir(cfg, args.runs_root)
-        if cfg.run.auto_resume and args.out:
-            return str(d), resume.auto_resume_action(d)
-        if d.exists():
-            raise RunDirError(f"run directory {d} already exists; esmpi never overwrites results: choose another "
-                              f"--out, continue it with --resume {d}, or set run.auto_resume = true")
-        return str(d), "fresh"
+            d, mode = Path(args.resume), "resume"
+            resume.newest_checkpoint(d)          # a missing directory or checkpoint is named first
+        else:
+            d = Path(args.out) if args.out else _default_run_dir(cfg, args.runs_root)
+            if cfg.run.auto_resume and args.out:
+                mode = resume.auto_resume_action(d)
+            elif not d.exists():
+                mode = "fresh"
+            elif resume.never_started(d):   # left by a start that failed or was killed before training
+                mode = "restart"
+            else:
+                raise RunDirError(f"run directory {d} already exists; esmpi never overwrites results: choose another "
+                                  f"--out, continue it with --resume {d}, or set run.auto_resume = true")
+        resume.check_writable(d)
+        return str(d), mode
 
     run_dir, mode = comm.bcast_obj(_agree(comm, decide_dir))
     run_dir = Path(run_dir)
@@ -191,6 +209,8 @@ def _main(args, comm, signals) -> int:
     resumes: list = []
     time_offset = 0.0
     if mode == "resume":
+        # the env id comes from a file: a `module:Env` id imports code only if the user names the module
+        envs.restrict_imports(args.allow_import, "--allow-import")
         ck_path = Path(comm.bcast_obj(_agree(comm, lambda: str(resume.newest_checkpoint(run_dir)) if comm.rank == 0 else None)))
         ck = _agree(comm, lambda: checkpoint.load(ck_path))       # every rank reads it: nothing is broadcast
         old_tree = json.loads(ck["config_json"])
@@ -201,36 +221,30 @@ def _main(args, comm, signals) -> int:
         state, history = ck["state"], ck["history"]
         time_offset = history[-1]["TimeElapsed"] if history else 0.0
         resumes = resume.load_resumes(ck["attrs"]) + [resume.resume_record(state.generation, comm.size, changes)]
+    else:
+        envs.restrict_imports(None)   # the user's own config or command line names the env
 
-    def prepare_dir():
-        if comm.rank != 0:
-            return
-        run_dir.mkdir(parents=True, exist_ok=mode != "fresh")
-        _atomic_write(run_dir / "config.toml", dump_config(cfg))
-        # the checkpoint's history is the truth: generations logged after it are recomputed identically
-        jl = run_dir / "progress.jsonl"
-        if mode == "resume":
-            _atomic_write(jl, "".join(JsonlSink.line(h) for h in history))
-        elif jl.exists():
-            jl.unlink()
-
-    _agree(comm, prepare_dir)
     objective = _agree(comm, lambda: objectives.make(cfg))
-    return _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, signals.stop,
-                  signals.checkpoint, args)
+    if state is not None:
+        _agree(comm, lambda: resume.check_state_fits(ck_path, state, objective))
+    return _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, signals, args)
 
 
-def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, flag, ckpt_flag, args) -> int:
+def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, signals, args) -> int:
+    from . import resume
     from .metrics import JsonlSink, ProgressLine
     from .train import SIGNALLED, Trainer
 
     sinks = [] if args.quiet else [ProgressLine(cfg.run)]
+    # the noise table is filled here (a signal during the fill stops every rank: FillInterrupted, exit
+    # 75, nothing written); the run directory is touched only once the trainer exists
+    trainer = _agree(comm, lambda: Trainer(cfg, objective, comm, run_dir=run_dir, state=state, history=history,
+                                           sinks=sinks, stop_requested=signals.stop, time_offset=time_offset,
+                                           resumes=resumes, checkpoint_requested=signals.checkpoint))
+    _agree(comm, lambda: resume.prepare_run_dir(run_dir, mode, cfg, history) if comm.rank == 0 else None)
     jsonl = JsonlSink(run_dir / "progress.jsonl") if comm.rank == 0 else None
     if jsonl:
-        sinks.append(jsonl)
-    trainer = _agree(comm, lambda: Trainer(cfg, objective, comm, run_dir=run_dir, state=state, history=history,
-                                           sinks=sinks, stop_requested=flag, time_offset=time_offset, resumes=resumes,
-                                           checkpoint_requested=ckpt_flag))
+        trainer.sinks.append(jsonl)
     if mode == "resume":
         trainer.check_replicas()
     if comm.rank == 0:
@@ -261,12 +275,6 @@ def _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, res
                   f"--resume {run_dir}", flush=True)
         return EXIT_SIGNALLED
     return 0
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ counters. Nothing the run needs lives anywhere else, and no layout is hand-liste
   and reads HDF5 through these two functions.
 
 Field metadata: ``field(metadata=VAR)`` for arrays whose first axis grows (an archive, genomes),
-``NONFINITE`` for arrays that may hold +-inf/NaN (a best return that is still -inf).
+``NONFINITE`` for arrays that may hold +-inf/NaN (a best return that is still -inf), ``NONNEG`` for
+arrays that are never negative (second moments, sums of squares).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .obs_norm import ObsStats
 VAR = {"var": True}
 NONFINITE = {"nonfinite": True}
 VAR_NONFINITE = {"var": True, "nonfinite": True}
+NONNEG = {"nonneg": True}
 
 
 @dataclass(frozen=True)
@@ -84,42 +86,55 @@ def digest(state) -> bytes:
 
 
 class StateError(ValueError):
-    """A leaf read back does not match the template; the message names the path and what was expected."""
+    """A leaf read back does not match the template. ``path`` names it, ``kind`` is 'dataset' (an
+    array) or 'attribute' (a scalar), ``what`` says what is wrong and what was expected."""
+
+    def __init__(self, path: str, kind: str, what: str):
+        super().__init__(f"{kind} '{path}' {what}")
+        self.path, self.kind, self.what = path, kind, what
 
 
 def check_leaf(path: str, got, want, meta: dict):
     """``got`` as the template leaf ``want`` demands, or StateError naming ``path``."""
     if isinstance(want, np.ndarray):
+        def bad(what):
+            raise StateError(path, "dataset", what)
         if not isinstance(got, np.ndarray):
-            raise StateError(f"'{path}' is a {type(got).__name__}, expected a {want.dtype} array of shape {want.shape}")
+            bad(f"is a {type(got).__name__}, expected a {want.dtype} array of shape {want.shape}")
         if got.dtype != want.dtype:
-            raise StateError(f"'{path}' has dtype {got.dtype}, expected {want.dtype}")
+            bad(f"has dtype {got.dtype}, expected {want.dtype}")
         same = got.shape == want.shape or (meta.get("var") and got.ndim == want.ndim and got.shape[1:] == want.shape[1:])
         if not same:
-            expect = ("(n, " + ", ".join(map(str, want.shape[1:])) + ")") if meta.get("var") else str(want.shape)
-            raise StateError(f"'{path}' has shape {got.shape}, expected {expect}")
+            expect = ("(N, " + ", ".join(map(str, want.shape[1:])) + ")") if meta.get("var") else str(want.shape)
+            bad(f"has shape {got.shape}, expected {expect}")
         if got.dtype.kind == "f" and not meta.get("nonfinite") and not np.all(np.isfinite(got)):
-            raise StateError(f"'{path}' holds NaN or inf")
+            bad(f"holds {int(np.sum(~np.isfinite(got)))} NaN/inf value(s); a saved state is always finite "
+                "(the file is damaged)")
+        if meta.get("nonneg") and np.any(got < 0):
+            bad("holds negative values, expected >= 0 (the file is damaged)")
         return got
+
+    def wrong(expected):
+        raise StateError(path, "attribute", f"is {got!r} ({type(got).__name__}), expected {expected}")
     if isinstance(want, (bool, np.bool_)):
         if not isinstance(got, (bool, np.bool_)):
-            raise StateError(f"'{path}' is {got!r}, expected a boolean")
+            wrong("a boolean")
         return bool(got)
     if isinstance(want, (int, np.integer)):
         if isinstance(got, (bool, np.bool_)) or not isinstance(got, (int, np.integer)):
-            raise StateError(f"'{path}' is {got!r}, expected an integer")
+            wrong("an integer")
         if int(got) < 0:
-            raise StateError(f"'{path}' is {int(got)}, expected a non-negative integer")
+            wrong("a non-negative integer")
         return int(got)
     if isinstance(want, (float, np.floating)):
         if isinstance(got, (bool, np.bool_)) or not isinstance(got, (int, float, np.integer, np.floating)):
-            raise StateError(f"'{path}' is {got!r}, expected a number")
+            wrong("a number")
         if not meta.get("nonfinite") and not np.isfinite(got):
-            raise StateError(f"'{path}' is {got!r}, expected a finite number")
+            wrong("a finite number")
         return float(got)
     if isinstance(want, str):
         if not isinstance(got, str):
-            raise StateError(f"'{path}' is {got!r}, expected a string")
+            wrong("a string")
         return got
     raise TypeError(f"unsupported template leaf at {path}")   # pragma: no cover
 

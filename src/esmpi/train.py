@@ -89,7 +89,7 @@ class Trainer:
             raise ConfigError(f"noise.size = {cfg.noise.size} is smaller than the policy's {d} parameters; "
                               f"set noise.size >= {d} (a table 100x larger keeps perturbations nearly independent)")
         self.strategy = strategies.make(cfg, context(cfg, objective))
-        self.noise = NoiseTable(cfg.noise.size, cfg.noise.seed, comm)
+        self.noise = NoiseTable(cfg.noise.size, cfg.noise.seed, comm, stop_requested=stop_requested)
         self.strategy.attach(self.noise, comm.node_shared_array, comm.node_barrier,
                              fresh=lambda init: fresh_theta(objective, cfg.run.seed, init))
         # the update's noise sum: split over the ranks of a node (same bits, 1/k of the reading each)
@@ -265,6 +265,10 @@ class Trainer:
         # generation boundary, not dropped
         pending = bits & CHECKPOINT
         self.stopped_by = bits = bits & ~CHECKPOINT
+        if bits & SIGNALLED:
+            # stopped before the first generation: checkpoint the state we start from, so that the
+            # "continue with --resume" printed on exit 75 holds
+            self._checkpoint_files({}, final=True)
         while not bits:
             m = self.generation()
             if every and self.state.generation % every == 0:

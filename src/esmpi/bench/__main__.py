@@ -3,6 +3,9 @@
     python -m esmpi.bench                 # full (make bench): < 10 min on 2 cores; copies the table to docs/bench.md
     python -m esmpi.bench --quick         # reduced sizes (make bench-ci): ~1-2 min; docs untouched
     python -m esmpi.bench --profile tiny --out /tmp/b --sections rollout,mpi --ranks 1,2
+
+Exit 1 when a section failed or any correctness figure (a bitwise check) is false; timing targets
+never gate (they are reported with a note).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import sys
 
 from .profiles import PROFILES
+from .common import failed_correctness
 from .runner import SECTIONS, run_bench
 
 
@@ -37,7 +41,10 @@ def main(argv=None) -> int:
     ranks = [int(x) for x in args.ranks.split(",")] if args.ranks else None
     data = run_bench(profile, args.out, docs, ranks, sections, args.mpiexec, argv)
     print(open(f"{args.out}/report.md").read())
-    return 1 if data.get("errors") else 0
+    bad = failed_correctness(data)
+    if bad:
+        print(f"esmpi.bench: correctness figure(s) false: {', '.join(bad)}", file=sys.stderr)
+    return 1 if data.get("errors") or bad else 0
 
 
 if __name__ == "__main__":

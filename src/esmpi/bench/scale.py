@@ -267,7 +267,9 @@ def as_is(cal: dict) -> str:
 
 def predict(cal: dict, a: dict | None = None, nets=("cloud", "hpc"), scenarios=("random_init", "mid", "trained")) -> dict:
     a = dict(ASSUMED, **(a or {}))
-    cal = dict(FALLBACK_CALIBRATION, **{k: v for k, v in cal.items() if v is not None})
+    measured = {k: v for k, v in cal.items() if v is not None}
+    fallback = sorted(k for k in FALLBACK_CALIBRATION if k not in measured)
+    cal = dict(FALLBACK_CALIBRATION, **measured)
     rows = []
     for net in nets:
         for sc in scenarios:
@@ -276,7 +278,9 @@ def predict(cal: dict, a: dict | None = None, nets=("cloud", "hpc"), scenarios=(
                     g = generation(p, sc, unit, sched, upd, net, a, cal)
                     rows.append({"net": net, "scenario": sc, "variant": vname, **g})
     out = {"assumed": a, "calibration": {k: (v if k != "humanoid_random_init_episode_lengths" else
-                                             _len_summary(v)) for k, v in cal.items()}, "rows": rows}
+                                             _len_summary(v)) for k, v in cal.items()}, "rows": rows,
+           # calibration figures not measured in this run: FALLBACK_CALIBRATION stands in, and says so
+           "calibration_fallback": fallback}
     out["as_is"] = as_is(cal)
     out["budget"] = budget(rows, a, out["as_is"])
     return out
@@ -453,8 +457,13 @@ def full_markdown(pred: dict) -> str:
         f"{k}={v}" for k, v in a.items() if k not in ("monte_carlo",)) + ". 'steal' counts its extra pairs as useful "
         "work; its generation still waits for the slowest static share.")
     c = pred["calibration"]
+    fb = set(pred.get("calibration_fallback", ()))
     out.append("\nCalibration used: " + ", ".join(
-        f"{k}={v if not isinstance(v, float) else round(v, 3)}" for k, v in c.items()) + ".\n")
+        f"{k}={v if not isinstance(v, float) else round(v, 3)}" + (" (FALLBACK, not measured in this run)" if k in fb else "")
+        for k, v in c.items()) + ".\n")
+    if fb:
+        out.append(f"**Not measured in this run; fallback calibration numbers stand in:** {', '.join(sorted(fb))} "
+                   "(`FALLBACK_CALIBRATION` in src/esmpi/bench/scale.py).\n")
     return "\n".join(out)
 
 

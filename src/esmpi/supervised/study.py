@@ -15,7 +15,7 @@
   of unit length, and ``m = |g_true| sqrt(1/rho^2 - 1)``. (With a plain N(0, I) g_noise, the paper's
   form, ``m = |g_true| sqrt((1/rho^2 - 1) / d)`` gives rho in expectation: ``proxy_scale``.)
 - ``es_gradient(rewards, offsets, noise, d, shaping)``: the ES loop's own ``g`` for a (N, 2)
-  reward matrix, bit for bit as ``esmpi.es.tell`` computes it: shaping, pair weights,
+  reward matrix, bit for bit as OpenAI-ES's ``tell`` computes it: shaping, pair weights,
   ``NoiseTable.weighted_sum`` in pair order, divided by 2N. ``g / sigma`` estimates the gradient.
 - ``perturbed_rewards(f, theta, sigma, offsets, noise)``: the (N, 2) rewards of ``f`` at
   ``theta +- sigma eps_j``, with the loop's float32 perturbation arithmetic (``esmpi.evaluate``).
