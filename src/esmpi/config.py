@@ -57,6 +57,7 @@ class EnvConfig(_Section):
     id: str = Field("HalfCheetah-v5", description="Gymnasium environment id.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make.")
     max_episode_steps: int = Field(0, ge=0, description="Episode time limit; 0 = the env's registered limit.")
+    bc: Literal["auto", "none", "com_xy"] = Field("auto", description="Behaviour characterisation of an episode: 'com_xy' = the final (x, y) of the centre of mass (MuJoCo envs, esmpi/PointMass-v0, esmpi/PointMaze-v0); 'none'; 'auto' = 'com_xy' for strategies that need one (novelty_es), else 'none'.")
 
 
 class PolicyConfig(_Section):
@@ -138,7 +139,7 @@ class CheckpointConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    name: str = Field("openai_es", description="The algorithm, from esmpi.strategies: 'openai_es' (Salimans et al. 2017) or 'ars' (Mania et al. 2018). Its own keys live in the table of the same name ([ars]); [es] holds the antithetic-sampling keys they share.")
+    name: str = Field("openai_es", description="The algorithm, from esmpi.strategies: 'openai_es' (Salimans et al. 2017), 'ars' (Mania et al. 2018) or 'novelty_es' (NS-ES, NSR-ES, NSRA-ES, Conti et al. 2018; docs/novelty.md). Its own keys live in the table of the same name ([ars], [novelty]); [es] holds the antithetic-sampling keys they share.")
 
     @field_validator("name")
     @classmethod
@@ -159,6 +160,16 @@ class ARSConfig(_Section):
     zero_init: bool = Field(True, description="Start from theta = 0, as the paper does (false: the policy's own initialisation).")
 
 
+class NoveltyConfig(_Section):
+    variant: Literal["ns", "nsr", "nsra"] = Field("nsr", description="'ns': NS-ES (novelty only); 'nsr': NSR-ES (mean of the centered ranks of return and novelty); 'nsra': NSRA-ES (w * ranks(return) + (1 - w) * ranks(novelty), w adapted).")
+    population: int = Field(5, ge=1, description="M: members of the meta-population (authors: 5 for Humanoid).")
+    k: int = Field(10, ge=1, description="Nearest archive neighbours in a BC's novelty (fewer while the archive holds fewer).")
+    bc_episodes: int = Field(5, ge=1, description="Deterministic episodes whose mean BC (and return) characterise a member after its update (authors: 5 for Humanoid).")
+    nsra_initial_weight: float = Field(1.0, ge=0, le=1, description="nsra: initial reward weight w in [0, 1].")
+    nsra_delta: float = Field(0.05, gt=0, le=1, description="nsra: w rises by this when a member's best return improves, falls by it after nsra_patience generations without.")
+    nsra_patience: int = Field(10, ge=1, description="nsra: generations of a member without a new best return before its w is lowered.")
+
+
 class Config(_Section):
     strategy: StrategyConfig = StrategyConfig()
     run: RunConfig = RunConfig()
@@ -170,6 +181,7 @@ class Config(_Section):
     checks: ChecksConfig = ChecksConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     ars: ARSConfig = ARSConfig()
+    novelty: NoveltyConfig = NoveltyConfig()
 
     @model_validator(mode="after")
     def _strategy_keys(self):
@@ -182,8 +194,8 @@ class Config(_Section):
         """The config as a tree, without the keys that belong to other strategies (so a saved config
         loads back under the same strategy-ownership check)."""
         tree = self.model_dump(mode="python")
-        for owner, keys in STRATEGY_KEYS.items():
-            if owner != self.strategy.name:
+        for owners, keys in STRATEGY_KEYS.items():
+            if self.strategy.name not in owners:
                 for k in keys:
                     section, _, key = k.partition(".")
                     if key:
@@ -193,27 +205,31 @@ class Config(_Section):
         return tree
 
 
-# Keys (tables or single keys) that only one strategy reads: setting one under another strategy is
-# refused (a silent no-op would make a different experiment than the user meant).
+# Keys (tables or single keys) that only some strategies read: setting one under another strategy is
+# refused (a silent no-op would make a different experiment than the user meant). Owners are tuples.
 STRATEGY_KEYS = {
-    "openai_es": ("optimizer", "es.l2coeff", "es.shaping"),
-    "ars": ("ars",),
+    ("openai_es", "novelty_es"): ("optimizer", "es.l2coeff"),
+    ("openai_es",): ("es.shaping",),
+    ("ars",): ("ars",),
+    ("novelty_es",): ("novelty",),
 }
+_OWNED_BY = {n for owners in STRATEGY_KEYS for n in owners}
 
 
 def _foreign_keys(tree: dict, source: str) -> None:
     st = tree.get("strategy", {})
     name = st.get("name", "openai_es") if isinstance(st, dict) else "openai_es"
-    for owner, keys in STRATEGY_KEYS.items():
-        if owner == name or name not in STRATEGY_KEYS:
+    for owners, keys in STRATEGY_KEYS.items():
+        if name in owners or name not in _OWNED_BY:
             continue
         for k in keys:
             section, _, key = k.partition(".")
             node = tree.get(section)
             if isinstance(node, dict) and (not key or key in node) and (key or node):
                 shown = k if key else f"{section}.{next(iter(node))}"
-                raise ConfigError(f"{source}: key '{shown}' belongs to strategy '{owner}', but strategy.name = "
-                                  f"'{name}': remove it, or set strategy.name = '{owner}'")
+                which = " or ".join(f"'{o}'" for o in owners)
+                raise ConfigError(f"{source}: key '{shown}' belongs to strategy {which}, but strategy.name = "
+                                  f"'{name}': remove it, or set strategy.name = '{owners[0]}'")
 
 
 def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:

@@ -214,8 +214,9 @@ def _main(args, comm, signals) -> int:
         elif jl.exists():
             jl.unlink()
 
-    _agree(comm, prepare_dir)
+    # the objective first: an env or behaviour-characterisation error leaves nothing written
     objective = _agree(comm, lambda: EnvObjective(cfg))
+    _agree(comm, prepare_dir)
     return _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, signals.stop,
                   signals.checkpoint, args)
 

@@ -16,6 +16,8 @@ EPISODE = 3          # (g, block, pair, sign) -> env reset seed and action noise
 EVAL = 4             # (g, episode) -> evaluation episode seed
 INIT_THETA = 5       # () -> initial policy parameters
 EXTRA = 6            # (g, block, rank, k) -> offset, obs-stat draw and episode seeds of a 'steal' extra pair
+NS_MEMBER = 7        # (g,) -> which novelty-search member is updated in generation g
+NS_BC = 8            # (g, member, episode) -> seed of a behaviour-characterisation episode of a member
 
 
 def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:

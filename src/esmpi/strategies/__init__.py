@@ -14,7 +14,10 @@ The protocol, called by ``train.Trainer.generation`` on every rank with identica
   fill_here)`` / ``barrier()`` for node-shared derived caches (one copy per node; the rank with
   ``fill_here`` fills it, then everyone calls ``barrier``). These are the only rank-aware hooks, and
   what they fill must be the same bits on every node;
-- ``init(theta0) -> state``: theta0 (d,) float32 from ``objective.initial_theta``;
+- ``init(theta0) -> state``: theta0 (d,) float32 from ``objective.initial_theta``; a strategy that
+  starts several parameter vectors (novelty search's members) may call ``self.fresh_theta(i)``, the
+  objective's initialisation addressed ``(INIT_THETA, i)`` (set by the loop; absent when only a
+  checkpoint template is built, where the values do not matter);
 - ``bases(state) -> (M, d) float32``: the parameter vectors candidates are built around;
 - ``ask(state, g, r, prior) -> candidate table | None``: round ``r`` of generation ``g`` given the
   earlier rounds' ``Round``s; ``None`` ends the generation;
@@ -49,6 +52,7 @@ class Strategy:
 
     def __init__(self, cfg, ctx: Context):
         self.cfg, self.ctx = cfg, ctx
+        self.fresh_theta = None      # i -> (d,) float32, set by train.initial_state
 
     def attach(self, noise, alloc=None, barrier=None) -> None:
         self.noise = noise
@@ -70,12 +74,14 @@ class Strategy:
 
 def _registry() -> dict[str, type[Strategy]]:
     from .ars import ARS
+    from .novelty import NoveltyES
     from .openai_es import OpenAIES
 
-    return {"openai_es": OpenAIES, "ars": ARS}
+    return {"openai_es": OpenAIES, "ars": ARS, "novelty_es": NoveltyES}
 
 
-STRATEGY_NAMES = ("openai_es", "ars")   # config.py validates against this (importing no numerics)
+STRATEGY_NAMES = ("openai_es", "ars", "novelty_es")   # config.py validates against this (importing no numerics)
+NEEDS_BC = ("novelty_es",)     # strategies that need the objective's behaviour characterisations (bc_dim > 0)
 
 
 def make(cfg, ctx: Context) -> Strategy:
