@@ -2,14 +2,15 @@
 
 **PointMaze** (``esmpi/PointMaze-v0``): a sphere of radius 0.1 on two slide joints (x, y), no
 gravity, joint damping, two motors (action in [-1, 1]^2, terminal speed 2 per second), in a
-walled arena x in [-1.5, 6], y in [-3, 3]. A U-shaped wall opens towards the start (0, 0):
-front wall at x = 3 (y in [-1.1, 1.1]), side walls at y = +-1 from x = 1.4 to 3.1. The goal
-(4.5, 0) lies behind the front wall. Per step the reward is the decrease of the distance to the
-goal, so an episode's return is ``|start - goal| - |final - goal|`` (about 4.5 at the goal, 2.8
-pressed against the inside of the front wall: the trap, a local optimum that straight-line
-progress leads into; escaping it means moving away from the goal first). Observation:
-(x, y, vx, vy); 100 steps of 0.1 s (5 physics steps of 0.02 s). The behaviour characterisation
-is the final (x, y). Reset: the start plus uniform noise in [-0.05, 0.05]^2.
+walled arena x in [-3, 5], y in [-3, 3]. The start (0, 0) lies inside a U-shaped pocket that
+opens away from the goal: front wall at x = 1 (y in [-1.2, 1.2]), side walls at y = +-1.1 from
+x = -1 to 1, mouth at x = -1. The goal (3, 0) lies behind the front wall. Per step the reward is
+the decrease of the distance to the goal, so an episode's return is ``|start - goal| -
+|final - goal|``: 3 at the goal, 0.8 pressed against the inside of the front wall (the trap, where
+straight-line progress leads), and down to about -1.5 on the way out of the mouth and around the
+side wall, so escaping means losing return first. Observation: (x, y, vx, vy); 100 steps of 0.1 s
+(5 physics steps of 0.02 s). The behaviour characterisation is the final (x, y). Reset: the start
+plus uniform noise in [-0.05, 0.05]^2.
 
 **Humanoid trap** (``esmpi/HumanoidTrap-v5``): Gymnasium's humanoid.xml with the three walls of
 the authors' ``extra/humanoid_maze.xml`` (front wall at x = 5.5, half-sizes 0.1 x 1.5 x 2; side
@@ -30,22 +31,22 @@ import numpy as np
 POINT_MAZE_ID = "esmpi/PointMaze-v0"
 HUMANOID_TRAP_ID = "esmpi/HumanoidTrap-v5"
 POINT_MAZE_STEPS = 100
-GOAL = (4.5, 0.0)
+GOAL = (3.0, 0.0)
 GOAL_RADIUS = 0.5          # "reached the goal": final distance below this (docs/novelty.md)
-TRAP_BOX = (1.4, 3.0, -1.0, 1.0)   # x0, x1, y0, y1 of the inside of the U: "trapped" if the final (x, y) lies in it
+TRAP_BOX = (-1.0, 0.9, -1.0, 1.0)  # x0, x1, y0, y1 of the inside of the U: "trapped" if the final (x, y) lies in it
 
 _WALL = '<geom type="box" pos="{} {} 0" size="{} {} 0.2" rgba=".5 .5 .5 1"/>'
 
 POINT_MAZE_XML = f"""<mujoco model="esmpi_point_maze">
   <option timestep="0.02" gravity="0 0 0" integrator="Euler"/>
   <worldbody>
-    {_WALL.format(3.0, 0.0, 0.1, 1.1)}
-    {_WALL.format(2.25, 1.0, 0.85, 0.1)}
-    {_WALL.format(2.25, -1.0, 0.85, 0.1)}
-    {_WALL.format(2.25, 3.1, 3.85, 0.1)}
-    {_WALL.format(2.25, -3.1, 3.85, 0.1)}
-    {_WALL.format(-1.6, 0.0, 0.1, 3.2)}
-    {_WALL.format(6.1, 0.0, 0.1, 3.2)}
+    {_WALL.format(1.0, 0.0, 0.1, 1.2)}
+    {_WALL.format(0.0, 1.1, 1.0, 0.1)}
+    {_WALL.format(0.0, -1.1, 1.0, 0.1)}
+    {_WALL.format(1.0, 3.1, 4.2, 0.1)}
+    {_WALL.format(1.0, -3.1, 4.2, 0.1)}
+    {_WALL.format(-3.1, 0.0, 0.1, 3.2)}
+    {_WALL.format(5.1, 0.0, 0.1, 3.2)}
     <body name="point" pos="0 0 0">
       <joint name="x" type="slide" axis="1 0 0" damping="2"/>
       <joint name="y" type="slide" axis="0 1 0" damping="2"/>
