@@ -74,6 +74,12 @@ def test_nsra_weight_schedule_on_scripted_returns():
     # new best at 1.0 (w stays clipped at 1), three stale -> 0.75, three more -> 0.5, a fourth stale
     # (0.9 < 1.0), then a new best 2.0 -> 0.75, then three stale (2.0 is no improvement) -> 0.5
     assert ws == [1.0, 1.0, 1.0, 0.75, 0.75, 0.75, 0.5, 0.5, 0.75, 0.75, 0.75, 0.5]
+    w, best, stale = 1.0, 1.0, 0                         # with a tolerance, noise on a plateau is no progress
+    for ret in [1.05, 1.09, 1.02]:
+        w, best, stale = A.nsra_weight(w, best, stale, ret, 0.25, 3, min_improvement=0.1)
+    assert (w, best, stale) == (0.75, 1.0, 0)
+    w, best, stale = A.nsra_weight(0.5, 1.0, 2, 1.2, 0.25, 3, min_improvement=0.1)
+    assert (w, best, stale) == (0.75, 1.2, 0)
     w = 0.0
     for _ in range(3):
         w, _, _ = A.nsra_weight(w, 5.0, 2, 1.0, 0.25, 3)

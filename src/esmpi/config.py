@@ -167,7 +167,8 @@ class NoveltyConfig(_Section):
     bc_episodes: int = Field(5, ge=1, description="Deterministic episodes whose mean BC (and return) characterise a member after its update (authors: 5 for Humanoid).")
     nsra_initial_weight: float = Field(1.0, ge=0, le=1, description="nsra: initial reward weight w in [0, 1].")
     nsra_delta: float = Field(0.05, gt=0, le=1, description="nsra: w rises by this when a member's best return improves, falls by it after nsra_patience generations without.")
-    nsra_patience: int = Field(10, ge=1, description="nsra: generations of a member without a new best return before its w is lowered.")
+    nsra_patience: int = Field(10, ge=1, description="nsra: measurements of a member without a new best return before its w is lowered.")
+    nsra_min_improvement: float = Field(0.0, ge=0, description="nsra: a measured return counts as a new best only above the best + this (0 = any increase, the paper's rule; > 0 keeps evaluation noise on a plateau from looking like progress).")
 
 
 class Config(_Section):

@@ -73,12 +73,13 @@ def select_member(nov: np.ndarray, u: float) -> int:
     return last                # u * total rounded up to the total: the last member with weight
 
 
-def nsra_weight(w: float, best: float, stale: int, ret: float, delta: float, patience: int) -> tuple[float, float, int]:
-    """One step of NSRA-ES's schedule for a member measured at return ``ret``: a new best raises the
-    reward weight ``w`` by ``delta`` (and resets the stagnation count); otherwise the count grows,
-    and at ``patience`` generations without improvement ``w`` drops by ``delta`` (count reset).
-    ``w`` stays in [0, 1]. Returns (w, best, stale)."""
-    if ret > best:
+def nsra_weight(w: float, best: float, stale: int, ret: float, delta: float, patience: int,
+                min_improvement: float = 0.0) -> tuple[float, float, int]:
+    """One step of NSRA-ES's schedule for a member measured at return ``ret``: a new best (above
+    ``best + min_improvement``) raises the reward weight ``w`` by ``delta`` and resets the stagnation
+    count; otherwise the count grows, and at ``patience`` measurements without improvement ``w``
+    drops by ``delta`` (count reset). ``w`` stays in [0, 1]. Returns (w, best, stale)."""
+    if ret > best + min_improvement:
         return min(1.0, w + delta), ret, 0
     stale += 1
     if stale >= patience:

@@ -125,7 +125,8 @@ class NoveltyES(Strategy):
                 best[m] = ret[m]
             else:
                 weight[m], best[m], stale[m] = A.nsra_weight(float(weight[m]), float(best[m]), int(stale[m]),
-                                                             float(ret[m]), nv.nsra_delta, nv.nsra_patience)
+                                                             float(ret[m]), nv.nsra_delta, nv.nsra_patience,
+                                                             nv.nsra_min_improvement)
         return replace(s, archive=np.concatenate(archive), member_bc=bc, member_return=ret, best_return=best,
                        weight=weight, stale=stale)
 
