@@ -7,7 +7,7 @@
 ``queue`` writes one paper_queue.py entry per (algorithm, seed), named ``pointmaze-<alg>-s<seed>``
 (run directories results/runs/<name>). ``report`` reads those run directories and writes
 ``maze.png`` (the maze with the final position of every member of every novelty run and of every
-ES run, replayed from the checkpoint), ``returns.png`` (best measured return per generation: ES's
+ES run, replayed from the checkpoint, and the novelty runs' archives), ``returns.png`` (best measured return per generation: ES's
 evaluation mean, the novelty runs' best member) and ``table.md`` (per algorithm: seeds that ever
 reached the goal region, seeds whose deployable policy ends there, seeds whose policy ends in the trap).
 """
@@ -87,6 +87,8 @@ def report(runs: Path, out: Path) -> None:
             rd = load_run(d)
             pos = final_positions(rd)
             xs, ys = np.array(pos).T
+            if hasattr(rd.state.strategy, "archive"):      # where the run has been: every archived BC
+                ax.plot(*rd.state.strategy.archive.T, ".", ms=1.5, color=f"C{i}", alpha=0.25)
             ax.plot(xs, ys, "o", ms=5, alpha=0.8, color=f"C{i}", label=f"seed {d.name.rsplit('s', 1)[1]}")
             s = rd.state.strategy
             k = int(np.argmax(s.member_return)) if hasattr(s, "member_return") else 0
@@ -103,7 +105,7 @@ def report(runs: Path, out: Path) -> None:
         ax.set_ylim(-3.3, 3.3)
         ax.set_aspect("equal")
     axes[0].legend(fontsize=7, loc="lower left")
-    fig_m.suptitle("PointMaze: final positions (every member of the novelty runs; theta of the ES runs)")
+    fig_m.suptitle("PointMaze: final positions (large: every member of the novelty runs, theta of the ES runs; small: archive)")
     fig_m.savefig(out / "maze.png", dpi=100, bbox_inches="tight")
     ax_r.axhline(start_goal - GOAL_RADIUS, color="tab:green", ls="--", lw=1, label="goal region")
     ax_r.set_xlabel("timesteps")
