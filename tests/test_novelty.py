@@ -11,6 +11,7 @@ import pytest
 
 from esmpi import checkpoint, seeding
 from esmpi.comm import SerialComm
+from esmpi.config import config_from_dict
 from esmpi.rollout import EnvObjective
 from esmpi.state import digest
 from esmpi.strategies import archive as A
@@ -22,10 +23,16 @@ VARIANTS = ("ns", "nsr", "nsra")
 
 
 def ns_config(variant="nsr", **sections):
+    """tiny_config's run under novelty_es (without the keys only openai_es reads)."""
     nov = {"variant": variant, "population": 3, "k": 4, "bc_episodes": 2, "nsra_patience": 2}
     nov.update(sections.pop("novelty", {}))
     es = {"min_timesteps_per_generation": 0, "pairs_per_generation": 5, **sections.pop("es", {})}
-    return tiny_config(strategy={"name": "novelty_es"}, novelty=nov, es=es, **sections)
+    tree = tiny_config(es=es, **sections).to_dict()
+    for key in ("eval_episodes", "shaping"):
+        tree["es"].pop(key)
+    tree["strategy"]["name"] = "novelty_es"
+    tree["novelty"] = nov
+    return config_from_dict(tree, "<test>")
 
 
 # ---------------------------------------------------------------- exact arithmetic
@@ -162,6 +169,7 @@ TINY = ["--set", 'env.id="esmpi/PointMass-v0"', "--set", "noise.size=100000", "-
     (['env.id="CartPole-v1"'], "strategy 'novelty_es' needs behaviour characterisations, but env 'CartPole-v1' gives none"),
     (["env.bc=none"], "env.bc = 'none', but strategy 'novelty_es' needs behaviour characterisations"),
     (['strategy.name="openai_es"', "novelty.k=3"], "key 'novelty.k' belongs to strategy 'novelty_es'"),
+    (["es.eval_episodes=3"], "key 'es.eval_episodes' belongs to strategy 'openai_es' or 'ars'"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, extra, expect):
     args = list(TINY)

@@ -211,6 +211,7 @@ class Config(_Section):
 STRATEGY_KEYS = {
     ("openai_es", "novelty_es"): ("optimizer", "es.l2coeff"),
     ("openai_es",): ("es.shaping",),
+    ("openai_es", "ars"): ("es.eval_episodes",),     # novelty_es evaluates its members' BC episodes instead
     ("ars",): ("ars",),
     ("novelty_es",): ("novelty",),
 }
