@@ -229,3 +229,17 @@ def test_world_size_invariance(variant):
     serial.run()
     assert digest(mpi.state) == digest(serial.state)
     assert [h["NSMember"] for h in mpi.history] == [h["NSMember"] for h in serial.history]
+
+
+def test_maze_run_and_generic_mujoco_behaviour():
+    """The loop on the maze (MuJoCo BCs gathered with the returns), and any MuJoCo env's centre of
+    mass as a BC when an ES run asks for one."""
+    cfg = ns_config("nsra", env={"id": "esmpi/PointMaze-v0"}, run={"generations": 2}, policy={"hidden": [4]})
+    t = Trainer(cfg, EnvObjective(cfg), SerialComm())
+    t.run()
+    s = t.state.strategy
+    assert s.archive.shape == (4, 2) and np.all(np.abs(s.archive) < 3.1)      # inside the arena
+    es = EnvObjective(tiny_config(env={"id": "InvertedPendulum-v5", "bc": "com_xy"}))
+    r = es.episode(es.initial_theta(np.random.default_rng(0)), 3, 20)
+    assert es.bc_dim == 2 and r.bc.shape == (2,) and np.all(np.isfinite(r.bc)) and not r.failed
+    assert EnvObjective(tiny_config(env={"id": "InvertedPendulum-v5"})).bc_dim == 0    # 'auto' under openai_es
