@@ -103,7 +103,7 @@ class NoveltyES(Strategy):
         """Round 0's effect: each measured member's mean BC (appended to the archive, in ``to_measure``
         order) and mean return, and NSRA's schedule for it (not at g = 0: that is the first measurement).
         A member whose BC episodes all failed keeps its BC and adds nothing to the archive."""
-        c, pos = rd.rows(C.EVAL)
+        _, pos = rd.rows(C.EVAL)
         n, nv = self.nov.bc_episodes, self.nov
         res = rd.results
         archive, bc, ret = [s.archive], s.member_bc.copy(), s.member_return.copy()
