@@ -50,6 +50,9 @@ STRATEGY_CONFIGS = {
                   "test_episodes": 3},
            "es": {k: None for k in ("l2coeff", "shaping", "noise_stdev", "pairs_per_generation",
                                     "min_timesteps_per_generation", "max_blocks_per_generation", "eval_episodes")}},
+    "novelty_es": {"strategy": {"name": "novelty_es"},
+                   "novelty": {"variant": "nsra", "population": 3, "k": 2, "bc_episodes": 2, "nsra_patience": 1},
+                   "es": {"shaping": None, "eval_episodes": None}},
 }
 
 

@@ -337,8 +337,8 @@ GA_JOB = '[strategy]\nname = "ga"\n[env]\nid = "esmpi/PointMass-v0"\n[policy]\nh
     ('[ga]\npopulation = 10\ntruncation = 5\nvalidation_top = 11\n', "ga.validation_top = 11 is larger than ga.population = 10"),
     ('[ga]\nvalidation_episodes = 0\n', "key 'ga.validation_episodes': Input should be greater than or equal to 1"),
     ('[ga]\nmode = "random_search"\ntruncation = 5\n', "ga.truncation = 5 has no meaning under ga.mode = 'random_search'"),
-    ('[es]\nnoise_stdev = 0.1\n', "key 'es.noise_stdev' belongs to strategy 'openai_es' or 'ars', but strategy.name = 'ga'"),
-    ('[optimizer]\nstepsize = 0.1\n', "key 'optimizer.stepsize' belongs to strategy 'openai_es', but strategy.name = 'ga'"),
+    ('[es]\nnoise_stdev = 0.1\n', "key 'es.noise_stdev' belongs to strategy 'openai_es' or 'ars' or 'novelty_es', but strategy.name = 'ga'"),
+    ('[optimizer]\nstepsize = 0.1\n', "key 'optimizer.stepsize' belongs to strategy 'openai_es' or 'novelty_es', but strategy.name = 'ga'"),
     ("ES", "key 'ga.population' belongs to strategy 'ga', but strategy.name = 'openai_es'"),
 ])
 def test_bad_ga_input_is_one_line_exit_2_nothing_written(tmp_path, toml, expect):

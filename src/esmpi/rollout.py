@@ -34,7 +34,7 @@ class EpisodeResult:
     obs_sum: np.ndarray | None = None     # (obs_dim,) float64 when recorded
     obs_sumsq: np.ndarray | None = None
     obs_count: int = 0
-    bc: np.ndarray | None = None   # (bc_dim,) float64 behaviour characterisation, or None
+    bc: np.ndarray | None = None          # (bc_dim,) float64 behaviour characterisation, when the objective has one
 
 
 class EnvObjective:
@@ -55,6 +55,8 @@ class EnvObjective:
         self.action_noise_std = cfg.es.action_noise_std
         self.obs_std_floor = cfg.es.obs_std_floor
         self._continuous = self.env.action.kind == "box" and not p.action_bins
+        self._bc = _behaviour(cfg, self.env)
+        self.bc_dim = 0 if self._bc is None else 2
 
     def initial_theta(self, rng: np.random.Generator) -> np.ndarray:
         return self.spec.init_theta(rng)
@@ -110,12 +112,38 @@ class EnvObjective:
                     break
         except Exception as ex:  # an env crash fails the episode, not the run
             return EpisodeResult(-math.inf, t, True, f"{type(ex).__name__} from env at step {t}: {ex}")
+        bc = None
+        if self._bc is not None:
+            bc = self._bc()
+            if not (math.isfinite(bc[0]) and math.isfinite(bc[1])):
+                return EpisodeResult(-math.inf, t, True, f"non-finite behaviour characterisation {bc.tolist()}")
         if record_obs:
-            return EpisodeResult(ret, t, False, "", s, ss, t)
-        return EpisodeResult(ret, t)
+            return EpisodeResult(ret, t, False, "", s, ss, t, bc)
+        return EpisodeResult(ret, t, bc=bc)
 
     def close(self):
         self.env.close()
+
+
+def _behaviour(cfg, env):
+    """``() -> (2,) float64`` reading the final (x, y) centre of mass, or None (``env.bc``); a strategy
+    that needs BCs on an env that has none is a ConfigError naming the env."""
+    from .envs import com_xy_reader
+    from .errors import ConfigError
+    from .strategies import NEEDS_BC
+
+    needs = cfg.strategy.name in NEEDS_BC
+    if cfg.env.bc == "none" and needs:
+        raise ConfigError(f"env.bc = 'none', but strategy '{cfg.strategy.name}' needs behaviour characterisations: "
+                          "set env.bc = 'com_xy' (or 'auto')")
+    if cfg.env.bc == "none" or (cfg.env.bc == "auto" and not needs):
+        return None
+    reader = com_xy_reader(env)
+    if reader is None:
+        who = f"strategy '{cfg.strategy.name}' needs" if needs else "env.bc = 'com_xy' needs"
+        raise ConfigError(f"{who} behaviour characterisations, but env {cfg.env.id!r} gives none: use a MuJoCo env "
+                          "(final centre of mass), esmpi/PointMass-v0 or esmpi/PointMaze-v0")
+    return reader
 
 
 class FunctionObjective:

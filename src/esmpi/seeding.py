@@ -25,6 +25,8 @@ GA_MUTATION = 12     # (g,) -> the noise offset (mutation) of each GA child of g
 GA_EPISODE = 13      # (g, i) -> reset seed of child i's training episode
 GA_VALIDATE = 14     # (g, i, e) -> reset seed of validation episode e of individual i (N - 1: the elite)
 GA_OBS_STAT = 15     # (g,) -> which GA children record observation statistics
+NS_MEMBER = 16       # (g,) -> which novelty-search member is updated in generation g
+NS_BC = 17           # (g, member, episode) -> seed of a behaviour-characterisation episode of a member
 
 
 def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:

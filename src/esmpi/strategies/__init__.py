@@ -15,7 +15,10 @@ The protocol, called by ``train.Trainer.generation`` on every rank with identica
   ``fill_here`` fills it, then everyone calls ``barrier``). These are the only rank-aware hooks, and
   what they fill must be the same bits on every node; ``fresh(init) -> (d,) float32``: the fresh
   initialisation a candidate with ``base == -1`` gets (strategies that rebuild it: GA genomes);
-- ``init(theta0) -> state``: theta0 (d,) float32 from ``objective.initial_theta``;
+- ``init(theta0) -> state``: theta0 (d,) float32 from ``objective.initial_theta``; a strategy that
+  starts several parameter vectors (novelty search's members) may call ``self.fresh_theta(i)``, the
+  objective's initialisation addressed ``(INIT_THETA, i)`` (set by the loop; absent when only a
+  checkpoint template is built, where the values do not matter);
 - ``bases(state) -> (M, d) float32``: the parameter vectors candidates are built around;
 - ``ask(state, g, r, prior) -> candidate table | None``: round ``r`` of generation ``g`` given the
   earlier rounds' ``Round``s; ``None`` ends the generation;
@@ -50,6 +53,7 @@ class Strategy:
 
     def __init__(self, cfg, ctx: Context):
         self.cfg, self.ctx = cfg, ctx
+        self.fresh_theta = None      # i -> (d,) float32, set by train.initial_state
 
     def attach(self, noise, alloc=None, barrier=None, fresh=None) -> None:
         self.noise = noise
@@ -77,12 +81,14 @@ class Strategy:
 def _registry() -> dict[str, type[Strategy]]:
     from .ars import ARS
     from .ga import GA
+    from .novelty import NoveltyES
     from .openai_es import OpenAIES
 
-    return {"openai_es": OpenAIES, "ars": ARS, "ga": GA}
+    return {"openai_es": OpenAIES, "ars": ARS, "ga": GA, "novelty_es": NoveltyES}
 
 
-STRATEGY_NAMES = ("openai_es", "ars", "ga")   # config.py validates against this (importing no numerics)
+STRATEGY_NAMES = ("openai_es", "ars", "ga", "novelty_es")   # config.py validates against this (importing no numerics)
+NEEDS_BC = ("novelty_es",)     # strategies that need the objective's behaviour characterisations (bc_dim > 0)
 
 
 def make(cfg, ctx: Context) -> Strategy:
