@@ -214,8 +214,10 @@ def _main(args, comm, signals) -> int:
         elif jl.exists():
             jl.unlink()
 
+    # the objective first: bad input it finds (a dataset too small for supervised.batch_size, an
+    # unknown env) must leave no run directory behind
+    objective = _agree(comm, lambda: objectives.make(cfg, comm, str(args.config or run_dir / "config.toml")))
     _agree(comm, prepare_dir)
-    objective = _agree(comm, lambda: objectives.make(cfg))
     return _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, signals.stop,
                   signals.checkpoint, args)
 

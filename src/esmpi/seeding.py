@@ -28,3 +28,5 @@ def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:
 def episode_seed(seed: int, purpose: int, *indices: int) -> int:
     """A 63-bit integer seed for ``env.reset(seed=...)``."""
     return int(np.random.SeedSequence([seed, purpose, *indices]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+MINIBATCH = 10       # (g,) or (g, block, pair) -> the training mini-batch of an ES candidate (es.batch_mode)
+BUCKET = 11          # (g, block) -> which parameter bucket each pair perturbs (es.perturb_bucket)
