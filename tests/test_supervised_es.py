@@ -30,6 +30,7 @@ MODES = {
     "minibatch": {"es": {"batch_mode": "shared"}},
     "nominibatch": {"es": {"batch_mode": "per_pair"}},
     "per_offspring": {"es": {"batch_mode": "episode"}},
+    "split_eval": {"es": {"batch_mode": "shared", "eval_episodes": 3}, "supervised": {"eval_parts": 3}},
     "limited": {"es": {"batch_mode": "per_pair", "perturb_bucket": 100}},
     "ars_limited": {"strategy": {"name": "ars"}, "ars": {"stepsize": 0.05},
                     "es": {"batch_mode": "shared", "perturb_bucket": 64, "l2coeff": None, "shaping": None}},
@@ -92,6 +93,8 @@ def test_supervised_config_builds_the_objective(tiny):
     ({"es": {"perturb_bucket": 0}}, "key 'es.perturb_bucket': Input should be greater than or equal to 1"),
     ({"es": {"batch_mode": "pair"}}, "key 'es.batch_mode'"),
     ({"es": {"batch_mode": "shared", "schedule": "steal"}}, "es.schedule = 'steal'"),
+    ({"objective": {"kind": "supervised"}, "supervised": {"eval_parts": 3}, "es": {"eval_episodes": 2}},
+     "key 'es.eval_episodes' = 2 must be a multiple of supervised.eval_parts = 3"),
 ])
 def test_bad_supervised_keys_are_one_line_errors(tree, expect):
     with pytest.raises(ConfigError) as e:
@@ -237,11 +240,14 @@ def test_each_mode_trains_evaluates_and_resumes_exactly(tiny, tmp_path, mode):
     assert [h["EvalEpRewMean"] for h in cont.history] == [h["EvalEpRewMean"] for h in full.history]
     h = full.history[0]
     # two blocks of 5 pairs x 2 x 10 images reach min_timesteps_per_generation = 150; one evaluation
-    assert h["TimestepsThisIter"] == 200 and h["BlocksThisIter"] == 2 and h["EvalEpCount"] == 1
+    assert h["TimestepsThisIter"] == 200 and h["BlocksThisIter"] == 2
     obj = objectives.make(sup_config(tiny, mode))
     theta0 = obj.initial_theta(seeding.rng(3, seeding.INIT_THETA))
     first = full.state.theta if mode.startswith("ars") else theta0   # ARS starts at zero (ars.zero_init)
-    if not mode.startswith("ars"):
+    if mode == "split_eval":                  # three parts of the 30 test images, one EVAL candidate each
+        whole = objectives.make(sup_config(tiny, "minibatch")).eval_episode(first, 0, 1).ret
+        assert h["EvalEpCount"] == 3 and abs(h["EvalEpRewMean"] - whole) < 1e-12
+    elif not mode.startswith("ars"):
         assert h["EvalEpRewMean"] == obj.eval_episode(first, 0, 1).ret   # test accuracy of the unperturbed theta
 
 

@@ -324,7 +324,11 @@ def config_from_dict(tree: dict, source: str = "<config>") -> Config:
                           f"(it is {cfg.objective.kind!r}): set it, or remove the [atari] table")
     if cfg.objective.kind == "supervised":
         from .supervised.settings import SupervisedSettings
-        SupervisedSettings.from_dict(cfg.supervised, source)   # every [supervised] key, one line naming it
+        sup = SupervisedSettings.from_dict(cfg.supervised, source)   # every [supervised] key, one line naming it
+        if cfg.es.eval_episodes % sup.eval_parts:
+            raise ConfigError(f"{source}: key 'es.eval_episodes' = {cfg.es.eval_episodes} must be a multiple of "
+                              f"supervised.eval_parts = {sup.eval_parts} (each EVAL candidate scores one part of "
+                              f"the test set): set es.eval_episodes = {sup.eval_parts}")
     elif cfg.supervised:
         raise ConfigError(f"{source}: key 'supervised.{next(iter(cfg.supervised))}' needs objective.kind = "
                           f"\"supervised\" (it is {cfg.objective.kind!r}): set it, or remove the [supervised] table")

@@ -85,12 +85,22 @@ class SupervisedObjective:
             return EpisodeResult(-math.inf, len(y), True, f"non-finite cross-entropy {loss}")
         return EpisodeResult(-loss, len(y))
 
-    def eval_episode(self, theta, seed, cutoff) -> EpisodeResult:
-        """Test accuracy (fraction) of theta on the test set; ``seed`` and ``cutoff`` are unused."""
-        correct, n, bad = self.eval_counts(theta, 0, self.n_test)
+    def eval_episode(self, theta, seed, cutoff, addr: tuple = ()) -> EpisodeResult:
+        """Test accuracy (fraction) of theta on the test set; ``seed`` and ``cutoff`` are unused.
+
+        With ``eval_parts = P > 1``, the EVAL candidate whose address ends in ``e`` scores only part
+        ``e % P`` of the test set, images ``[p n // P, (p + 1) n // P)``, and returns
+        ``correct_p * P / n``: the mean over the P parts (the loop's EvalEpRewMean) is then the
+        whole-set accuracy, up to float64 rounding (about 1e-16), and each rank scores 1/P of it."""
+        parts = self.settings.eval_parts
+        lo, hi = 0, self.n_test
+        if parts > 1:
+            p = int(addr[-1]) % parts if addr else 0
+            lo, hi = p * self.n_test // parts, (p + 1) * self.n_test // parts
+        correct, n, bad = self.eval_counts(theta, lo, hi)
         if bad:
             return EpisodeResult(-math.inf, n, True, bad)
-        return EpisodeResult(correct / n, n)
+        return EpisodeResult(correct * parts / self.n_test if parts > 1 else correct / n, n)
 
     def eval_counts(self, theta, lo: int, hi: int) -> tuple[int, int, str]:
         """(images classified right, images scored, failure reason or "") on test images [lo, hi).

@@ -29,6 +29,7 @@ class SupervisedSettings:
     batch_size: int = 50           # images per episode (the paper's mini-batch of 50)
     eval_chunk: int = 100          # test images per forward call in eval_episode (memory, not results)
     test_limit: int = 0            # 0 = the whole test set
+    eval_parts: int = 1            # split the test set into this many EVAL candidates (ranks); es.eval_episodes = a multiple
     reward: str = "neg_cross_entropy"   # or "accuracy": the fraction of the batch classified right
     key_prefix: str = "supervised"      # config section named in error messages (not a config key)
 
@@ -76,6 +77,8 @@ class SupervisedSettings:
             bad("batch_size", "must be >= 1 (the paper: 50)")
         if self.eval_chunk < 1:
             bad("eval_chunk", "must be >= 1 (test images per forward call; 100 is a good size)")
+        if self.eval_parts < 1:
+            bad("eval_parts", "must be >= 1 (1 = one EVAL candidate scores the whole test set)")
         if self.test_limit < 0:
             bad("test_limit", "must be >= 0 (0 = the whole test set)")
         if any(h < 1 for h in self.hidden):
