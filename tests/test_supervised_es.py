@@ -279,3 +279,25 @@ def test_es_improves_test_accuracy(tiny, mode):
     t = train(cfg)
     acc = [h["EvalEpRewMean"] for h in t.history]
     assert acc[0] < 0.35 and max(acc[-5:]) >= 0.8, acc
+
+
+# ------------------------------------------------------------------ the SGD baseline beside ES in `esmpi plot`
+def test_plot_draws_an_sgd_baseline_beside_es_runs(tiny, tmp_path):
+    from esmpi.analyze import group_runs, load_run, plot_runs
+    from esmpi.supervised.sgd import main as sgd_main
+    assert sgd_main(["--data", str(tiny), "--net", "mlp", "--iterations", "4", "--batch-size", "10",
+                     "--eval-every", "2", "--out", str(tmp_path / "sgd")]) == 0
+    es = []
+    for mode in ("minibatch", "nominibatch"):
+        t = Trainer(sup_config(tiny, mode, run={"generations": 2}), objectives.make(sup_config(tiny, mode)),
+                    SerialComm(), run_dir=tmp_path / mode)
+        (tmp_path / mode).mkdir()
+        (tmp_path / mode / "config.toml").write_text("")
+        t.run()
+        es.append(load_run(tmp_path / mode))
+    sgd = load_run(tmp_path / "sgd")
+    assert sgd.config["strategy"]["name"] == "sgd_adam" and len(sgd.history) == 4
+    assert np.isnan(sgd.history[0]["EvalEpRewMean"]) and sgd.history[1]["EvalEpRewMean"] >= 0
+    assert [len(g) for g in group_runs([*es, sgd])] == [1, 1, 1]     # two ES modes and SGD: three curves
+    fig = plot_runs([*es, sgd], x="generation")
+    assert len(fig.axes[0].get_lines()) == 6

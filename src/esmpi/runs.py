@@ -66,6 +66,11 @@ def load_sgd_run(path: str | Path) -> RunData:
     except (OSError, json.JSONDecodeError) as e:
         from .errors import EsmpiError
         raise EsmpiError(f"{path}: not a readable SGD baseline directory ({e}); rerun python -m esmpi.supervised.sgd") from None
+    prev = 0.0
+    for h in history:   # the per-iteration wall time, for the time panel of the plot
+        t = h.get("TimeElapsed", np.nan)
+        h.setdefault("TimeElapsedThisIter", t - prev)
+        prev = t
     config = {"strategy": {"name": "sgd_adam"}, "run": {"seed": a.get("seed")},
               "objective": {"kind": "supervised"},
               "supervised": {"data": a.get("data"), "net": a.get("net"), "batch_size": a.get("batch_size")},
