@@ -73,8 +73,11 @@ class ARS(Strategy):
             step = np.zeros(d, np.float32)
         else:
             w = ((r[:, 0] - r[:, 1]) / sigma_r).astype(np.float32)
-            slices = gather_slices(rounds) if self.cfg.es.perturb_bucket else None
-            step = update_sum(noise, w, offsets[kept], slices and (slices[0][kept], slices[1][kept]), d)
+            slices = None
+            if self.cfg.es.perturb_bucket:   # limited perturbation: the kept pairs' slices only
+                lo, hi = gather_slices(rounds)
+                slices = (lo[kept], hi[kept])
+            step = update_sum(noise, w, offsets[kept], slices, d)
             step *= np.float32(a.stepsize / kept.size)
         theta = s.theta + step
         if not np.all(np.isfinite(theta)):
