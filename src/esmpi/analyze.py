@@ -210,14 +210,21 @@ def _common_keys(rds: list[RunData]) -> set[str]:
     return set.intersection(*sets) if sets else set()
 
 
+def _strategy(rd: RunData) -> str:
+    st = rd.config.get("strategy")
+    return str(st.get("name", "openai_es")) if isinstance(st, dict) else "openai_es"
+
+
 def group_runs(runs: list[RunData]) -> list[list[RunData]]:
-    """Runs whose configs are equal apart from the ``[run]`` table (seed, budget) and the
-    checkpoint/checks tables, in order of first appearance. Keys missing from some of the
-    configs (other esmpi versions) are not compared."""
-    keys = _common_keys(runs)
+    """Runs of one strategy whose configs are equal apart from the ``[run]`` table (seed, budget)
+    and the checkpoint/checks tables, in order of first appearance. Keys missing from some of the
+    configs of a strategy (other esmpi versions) are not compared; runs of different strategies
+    (e.g. ES and the SGD baseline) never share a group."""
+    keys = {name: _common_keys([rd for rd in runs if _strategy(rd) == name]) for name in {_strategy(rd) for rd in runs}}
     groups: dict[str, list[RunData]] = {}
     for rd in runs:
-        groups.setdefault(json.dumps(_learning_config(rd, keys), sort_keys=True, default=str), []).append(rd)
+        name = _strategy(rd)
+        groups.setdefault(name + json.dumps(_learning_config(rd, keys[name]), sort_keys=True, default=str), []).append(rd)
     return list(groups.values())
 
 

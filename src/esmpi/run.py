@@ -224,7 +224,7 @@ def _main(args, comm, signals) -> int:
     else:
         envs.restrict_imports(None)   # the user's own config or command line names the env
 
-    objective = _agree(comm, lambda: objectives.make(cfg))
+    objective = _agree(comm, lambda: objectives.make(cfg, comm, str(args.config or run_dir / "config.toml")))
     if state is not None:
         _agree(comm, lambda: resume.check_state_fits(ck_path, state, objective))
     return _train(comm, cfg, objective, run_dir, mode, state, history, time_offset, resumes, signals, args)

@@ -45,10 +45,47 @@ def _run_dir_of(checkpoint: Path) -> Path | None:
     return None
 
 
+def is_sgd_dir(path: Path) -> bool:
+    """An SGD baseline directory (``python -m esmpi.supervised.sgd --out``): config.json and
+    progress.jsonl, no checkpoint."""
+    return (path.is_dir() and (path / "config.json").is_file() and (path / "progress.jsonl").is_file()
+            and not (path / "config.toml").exists())
+
+
+def load_sgd_run(path: str | Path) -> RunData:
+    """An SGD baseline as a ``RunData`` for the curves (no checkpoint: ``ck`` holds empty attrs).
+
+    Its config is mapped onto the ES tables it shares (``strategy.name = "sgd_adam"``, ``run.seed``,
+    ``optimizer``, ``[supervised]``), so ``esmpi plot`` draws it beside ES runs and never groups
+    it with them. ``null`` values in progress.jsonl (no evaluation that iteration) become NaN."""
+    path = Path(path)
+    try:
+        a = json.loads((path / "config.json").read_text())
+        history = [{k: (np.nan if v is None else v) for k, v in json.loads(line).items()}
+                   for line in (path / "progress.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as e:
+        from .errors import EsmpiError
+        raise EsmpiError(f"{path}: not a readable SGD baseline directory ({e}); rerun python -m esmpi.supervised.sgd") from None
+    prev = 0.0
+    for h in history:   # the per-iteration wall time, for the time panel of the plot
+        t = h.get("TimeElapsed", np.nan)
+        h.setdefault("TimeElapsedThisIter", t - prev)
+        prev = t
+    config = {"strategy": {"name": "sgd_adam"}, "run": {"seed": a.get("seed")},
+              "objective": {"kind": "supervised"},
+              "supervised": {"data": a.get("data"), "net": a.get("net"), "batch_size": a.get("batch_size")},
+              "optimizer": {"name": "adam", "stepsize": a.get("stepsize")}, "es": {"l2coeff": a.get("l2coeff")},
+              "sgd": {"proxy_rho": a.get("proxy_rho")}}
+    return RunData(path, path / "progress.jsonl", path, {"attrs": {}, "state": None, "history": history},
+                   config, history, path.name)
+
+
 def load_run(run: str | Path, checkpoint: str | Path | None = None) -> RunData:
     from . import checkpoint as _ck
 
     source = Path(run)
+    if checkpoint is None and is_sgd_dir(source):
+        return load_sgd_run(source)
     path = resolve_checkpoint(source, checkpoint)
     ck = _ck.load(path)
     run_dir = source if source.is_dir() else _run_dir_of(path)

@@ -27,6 +27,8 @@ GA_VALIDATE = 14     # (g, i, e) -> reset seed of validation episode e of indivi
 GA_OBS_STAT = 15     # (g,) -> which GA children record observation statistics
 NS_MEMBER = 16       # (g,) -> which novelty-search member is updated in generation g
 NS_BC = 17           # (g, member, episode) -> seed of a behaviour-characterisation episode of a member
+MINIBATCH = 18       # (g,) or (g, block, pair) -> the training mini-batch of an ES candidate (es.batch_mode)
+BUCKET = 19          # (g, block) -> which parameter bucket each pair perturbs (es.perturb_bucket)
 
 
 def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:

@@ -7,8 +7,17 @@ spec_dict(), close()``; see ``esmpi.rollout`` for the episode conventions.
 """
 
 
-def make(cfg):
-    """The objective of a run: ``objective.kind`` 'gym' (``env.id``) or 'atari' (``[atari]``)."""
+def make(cfg, comm=None, where: str = ""):
+    """The objective of a run: ``objective.kind`` 'gym' (``env.id``), 'atari' (``[atari]``) or
+    'supervised' (``[supervised]``; its dataset is shared by the ranks of a node through ``comm``).
+    ``where`` (the job file) prefixes the supervised objective's errors about its data."""
+    if cfg.objective.kind == "supervised":
+        from dataclasses import replace
+
+        from ..supervised.settings import SupervisedSettings
+        from .supervised import SupervisedObjective
+        s = SupervisedSettings.from_dict(cfg.supervised, where or "[supervised]")
+        return SupervisedObjective(replace(s, key_prefix=f"{where}: supervised" if where else "supervised"), comm)
     if cfg.objective.kind == "atari":
         from .atari import AtariObjective
         return AtariObjective(cfg.atari, "[atari]")

@@ -21,7 +21,6 @@ exception. L2 regularisation belongs to the update (``l2coeff``), not to the rew
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,29 +28,7 @@ from ..errors import ConfigError
 from ..rollout import EpisodeResult
 from ..supervised.datasets import Dataset, gather
 from ..supervised.nets import PRESETS, Net, NetSpec
-
-
-@dataclass(frozen=True)
-class SupervisedSettings:
-    data: str                      # dataset directory holding the four MNIST-format IDX files
-    net: str = "small_cnn"         # small_cnn | large_cnn | mlp
-    hidden: tuple[int, ...] = ()   # overrides the preset's hidden dense layers if non-empty
-    batch_size: int = 50           # images per episode (the paper's mini-batch of 50)
-    eval_chunk: int = 100          # test images per forward call in eval_episode (memory, not results)
-    test_limit: int = 0            # 0 = the whole test set
-    key_prefix: str = "supervised" # config section named in error messages
-
-    def check(self) -> None:
-        p = self.key_prefix
-        if self.net not in PRESETS:
-            raise ConfigError(f"{p}.net = {self.net!r} is not one of {', '.join(PRESETS)}")
-        for key in ("batch_size", "eval_chunk"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{p}.{key} = {getattr(self, key)} must be >= 1")
-        if self.test_limit < 0:
-            raise ConfigError(f"{p}.test_limit = {self.test_limit} must be >= 0 (0 = the whole test set)")
-        if any(h < 1 for h in self.hidden):
-            raise ConfigError(f"{p}.hidden = {list(self.hidden)}: every layer needs >= 1 unit")
+from ..supervised.settings import SupervisedSettings  # noqa: F401  (re-exported: the objective's settings)
 
 
 class SupervisedObjective:
@@ -98,17 +75,32 @@ class SupervisedObjective:
     def episode(self, theta, seed, cutoff, record_obs=False, action_noise_rng=None, abandon=None) -> EpisodeResult:
         x, y = self._load_batch(seed)
         with np.errstate(all="ignore"):   # a non-finite theta is reported by the result, not a warning
+            if self.settings.reward == "accuracy":
+                n, finite = self.net.correct(theta, x, y)
+                if not finite:
+                    return EpisodeResult(-math.inf, len(y), True, "non-finite logits")
+                return EpisodeResult(n / len(y), len(y))
             loss = self.net.loss(theta, x, y)
         if not math.isfinite(loss):
             return EpisodeResult(-math.inf, len(y), True, f"non-finite cross-entropy {loss}")
         return EpisodeResult(-loss, len(y))
 
-    def eval_episode(self, theta, seed, cutoff) -> EpisodeResult:
-        """Test accuracy (fraction) of theta on the test set; ``seed`` and ``cutoff`` are unused."""
-        correct, n, bad = self.eval_counts(theta, 0, self.n_test)
+    def eval_episode(self, theta, seed, cutoff, addr: tuple = ()) -> EpisodeResult:
+        """Test accuracy (fraction) of theta on the test set; ``seed`` and ``cutoff`` are unused.
+
+        With ``eval_parts = P > 1``, the EVAL candidate whose address ends in ``e`` scores only part
+        ``e % P`` of the test set, images ``[p n // P, (p + 1) n // P)``, and returns
+        ``correct_p * P / n``: the mean over the P parts (the loop's EvalEpRewMean) is then the
+        whole-set accuracy, up to float64 rounding (about 1e-16), and each rank scores 1/P of it."""
+        parts = self.settings.eval_parts
+        lo, hi = 0, self.n_test
+        if parts > 1:
+            p = int(addr[-1]) % parts if addr else 0
+            lo, hi = p * self.n_test // parts, (p + 1) * self.n_test // parts
+        correct, n, bad = self.eval_counts(theta, lo, hi)
         if bad:
             return EpisodeResult(-math.inf, n, True, bad)
-        return EpisodeResult(correct / n, n)
+        return EpisodeResult(correct * parts / self.n_test if parts > 1 else correct / n, n)
 
     def eval_counts(self, theta, lo: int, hi: int) -> tuple[int, int, str]:
         """(images classified right, images scored, failure reason or "") on test images [lo, hi).
@@ -141,7 +133,8 @@ class SupervisedObjective:
         return {"type": "supervised", "dataset": self.dataset.spec(), "net_preset": s.net, "net": self.spec.to_dict(),
                 "batch_size": s.batch_size, "test_images": self.n_test,
                 "batch_rule": "numpy.random.default_rng(seed).choice(n_train, batch_size, replace=False)",
-                "reward": "-mean softmax cross-entropy on the addressed batch",
+                "reward": ("fraction of the addressed batch classified right" if s.reward == "accuracy"
+                           else "-mean softmax cross-entropy on the addressed batch"),
                 "eval": "test accuracy, fraction in [0, 1]"}
 
     def close(self) -> None:

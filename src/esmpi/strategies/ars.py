@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import NonFiniteTheta
 from . import Strategy
-from .antithetic import ask_pairs, gather_pairs
+from .antithetic import ask_pairs, gather_pairs, gather_slices, update_sum
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,11 @@ class ARS(Strategy):
             step = np.zeros(d, np.float32)
         else:
             w = ((r[:, 0] - r[:, 1]) / sigma_r).astype(np.float32)
-            step = noise.weighted_sum(w, offsets[kept], d)
+            slices = None
+            if self.cfg.es.perturb_bucket:   # limited perturbation: the kept pairs' slices only
+                lo, hi = gather_slices(rounds)
+                slices = (lo[kept], hi[kept])
+            step = update_sum(noise, w, offsets[kept], slices, d)
             step *= np.float32(a.stepsize / kept.size)
         theta = s.theta + step
         if not np.all(np.isfinite(theta)):

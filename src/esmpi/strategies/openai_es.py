@@ -4,7 +4,8 @@ State: ``theta`` (d,) float32 and the optimizer state. ``tell`` applies one gene
 1. shape the 2N returns (centered ranks over all of them, in [-0.5, 0.5]; failed episodes are
    -inf and rank last; ties share their average rank);
 2. ``g = sum_j (s+_j - s-_j) eps_j / (2N)``: the weighted noise sum in pair order (bitwise fixed);
-   like the reference we do **not** divide by sigma (Adam is invariant to that scale);
+   like the reference we do **not** divide by sigma (Adam is invariant to that scale); with
+   ``es.perturb_bucket`` each pair adds only its perturbed slice (limited-perturbation ES);
 3. optimizer step on ``-g + l2coeff * theta``: **we maximise return**, the optimizer descends,
    hence the minus sign.
 Observation statistics, the adaptive cutoff and the counters are the loop's (``train.advance``).
@@ -20,7 +21,7 @@ from .. import optim
 from ..errors import NonFiniteTheta
 from ..shaping import SHAPINGS, pair_weights
 from . import Strategy
-from .antithetic import ask_pairs, gather_pairs, steal_pair
+from .antithetic import ask_pairs, gather_pairs, gather_slices, steal_pair, update_sum
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class OpenAIES(Strategy):
         offsets, returns, _, _ = gather_pairs(rounds)
         shaped = SHAPINGS[es_cfg.shaping](returns)
         w = pair_weights(shaped)
-        grad = noise.weighted_sum(w, offsets, d)
+        slices = gather_slices(rounds) if es_cfg.perturb_bucket else None
+        grad = update_sum(noise, w, offsets, slices, d)
         grad /= np.float32(returns.size)
         opt_kwargs = self.cfg.optimizer.model_dump()
         step, opt_state = optim.OPTIMIZERS[opt_kwargs.pop("name")](

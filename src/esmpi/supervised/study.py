@@ -171,16 +171,26 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1, help="independent repeats (batches and noise) per row")
     ap.add_argument("--table", type=int, default=50_000_000, help="noise table size")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--theta", metavar="RUN", help="measure at the theta of an esmpi run (directory or .h5 "
+                    "checkpoint, same --net) instead of the initial theta: the correlation during training")
     a = ap.parse_args(argv)
     try:
         obj = SupervisedObjective(SupervisedSettings(a.data, a.net, test_limit=1))
         pairs = [int(p) for p in a.pairs.split(",")]
+        theta = obj.initial_theta(seeding.rng(a.seed, seeding.INIT_THETA))
+        where = "initial theta"
+        if a.theta:
+            from ..runs import load_run
+            rd = load_run(a.theta)
+            theta = np.asarray(rd.state.theta, np.float32)
+            where = f"theta of {a.theta} after generation {rd.state.generation}"
+            if theta.size != obj.num_params:
+                raise EsmpiError(f"--theta {a.theta}: {theta.size} parameters, but --net {a.net} has {obj.num_params}")
     except (EsmpiError, ValueError) as ex:
         print(f"error: {ex}", file=sys.stderr)
         return 2
     noise = NoiseTable(a.table, 123)
-    theta = obj.initial_theta(seeding.rng(a.seed, seeding.INIT_THETA))
-    print(f"{a.net}, d = {obj.num_params:,}, sigma = {a.sigma}, batch {obj.settings.batch_size}, {a.data}")
+    print(f"{a.net}, d = {obj.num_params:,}, sigma = {a.sigma}, batch {obj.settings.batch_size}, {a.data}, {where}")
     print("| pairs | ES vs true (measured) | theory sqrt(p/(p+d-1)) | SGD vs SGD |\n|---:|---:|---:|---:|")
     for p in pairs:
         rows = [objective_correlation(obj, theta, a.sigma, noise, a.seed, step, p) for step in range(a.steps)]
