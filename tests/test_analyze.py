@@ -24,7 +24,7 @@ from esmpi.config import config_from_dict
 from esmpi.errors import CheckpointError
 from esmpi.metrics import HISTORY_KEYS
 from esmpi.policy_io import load_policy, resolve_checkpoint
-from esmpi.rollout import EnvObjective
+from esmpi.objectives.gym import EnvObjective
 
 PM = ['env.id="esmpi/PointMass-v0"', "noise.size=100000", "policy.hidden=[8]", "es.pairs_per_generation=6",
       "es.obs_stat_fraction=1.0", "es.eval_episodes=3", "checkpoint.every=2", "run.generations=4"]

@@ -3,7 +3,6 @@ exit code 2 and loses nothing; a run creates its documented directory; a crash o
 ends every rank promptly with that rank's traceback."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -122,7 +121,7 @@ CRASH = """
 import sys, numpy as np
 from esmpi.comm import make_comm
 from esmpi.run import guarded
-from esmpi.rollout import FunctionObjective
+from esmpi.objectives.function import FunctionObjective
 from esmpi.train import Trainer
 from esmpi.config import config_from_dict
 

@@ -12,7 +12,7 @@ from helpers import tiny_config
 
 from esmpi.envs import make_env
 from esmpi.fastmujoco import TASKS, attach, check_actions
-from esmpi.rollout import EnvObjective
+from esmpi.objectives.gym import EnvObjective
 
 
 def env_pair(env_id, kwargs=None):

@@ -13,7 +13,7 @@ from esmpi.comm import SerialComm, make_comm
 from esmpi.config import config_from_dict
 from esmpi.evaluate import Evaluator
 from esmpi.noise import NoiseTable
-from esmpi.rollout import EnvObjective
+from esmpi.objectives.gym import EnvObjective
 from esmpi.state import digest
 from esmpi.strategies import Context, make
 from esmpi.strategies.genome import ParentCache, theta_from_genome

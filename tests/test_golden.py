@@ -17,7 +17,7 @@ import pytest
 from esmpi import checkpoint
 from esmpi.comm import SerialComm
 from esmpi.config import load_config
-from esmpi.rollout import EnvObjective
+from esmpi.objectives.gym import EnvObjective
 from esmpi.train import Trainer
 
 from helpers import tiny_config

@@ -311,7 +311,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one_and_exits_5(tmp_path, 
     (documented), the first checkpoint and latest.h5 intact, no temporary file left."""
     import esmpi.checkpoint as ck_mod
     from esmpi.comm import SerialComm
-    from esmpi.rollout import EnvObjective
+    from esmpi.objectives.gym import EnvObjective
     from esmpi.run import guarded
     from esmpi.train import Trainer
 
@@ -369,7 +369,7 @@ def test_sigterm_before_the_first_generation_leaves_a_resumable_checkpoint(tmp_p
     the printed 'continue with --resume DIR' holds."""
     from esmpi.comm import SerialComm
     from esmpi.state import digest as state_digest
-    from esmpi.rollout import EnvObjective
+    from esmpi.objectives.gym import EnvObjective
     from esmpi.train import SIGNALLED, Trainer
 
     from helpers import tiny_config

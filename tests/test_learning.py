@@ -8,7 +8,7 @@ import pytest
 
 from esmpi.comm import SerialComm
 from esmpi.config import config_from_dict
-from esmpi.rollout import EnvObjective
+from esmpi.objectives.gym import EnvObjective
 from esmpi.train import Trainer
 
 pytestmark = pytest.mark.slow

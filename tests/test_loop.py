@@ -11,7 +11,7 @@ from esmpi import checkpoint
 from esmpi.comm import SerialComm
 from esmpi.state import digest as state_digest
 from esmpi.metrics import HISTORY_KEYS
-from esmpi.rollout import EnvObjective
+from esmpi.objectives.gym import EnvObjective
 from esmpi.train import Trainer
 
 from helpers import tiny_config

@@ -11,7 +11,7 @@ import pytest
 from esmpi.comm import SerialComm, make_comm
 from esmpi.errors import ReplicaMismatch
 from esmpi.state import digest as state_digest
-from esmpi.rollout import EnvObjective
+from esmpi.objectives.gym import EnvObjective
 from esmpi.train import Trainer
 
 from esmpi.strategies import STRATEGY_NAMES

@@ -12,7 +12,7 @@ import pytest
 from esmpi import checkpoint, seeding
 from esmpi.comm import SerialComm
 from esmpi.config import config_from_dict
-from esmpi.rollout import EnvObjective
+from esmpi.objectives.gym import EnvObjective
 from esmpi.state import digest
 from esmpi.strategies import archive as A
 from esmpi.train import Trainer

@@ -15,7 +15,7 @@ from esmpi import robustness, seeding
 from esmpi.analyze import RunData
 from esmpi.comm import SerialComm, make_comm
 from esmpi.config import config_from_dict
-from esmpi.rollout import EnvObjective
+from esmpi.objectives.gym import EnvObjective
 from esmpi.train import Trainer
 
 from helpers import tiny_config

@@ -8,7 +8,7 @@ import pytest
 from esmpi.errors import ConfigError
 from esmpi.policies import sensitivity as S
 from esmpi.policies.gru import GRUPolicy, GRUSpec, forward as gru_forward
-from esmpi.policy import ActionSpec, MLPPolicy, MLPSpec
+from esmpi.policies.mlp import ActionSpec, MLPPolicy, MLPSpec
 
 
 def _mlp(nonlinearity="tanh", hidden=(4, 3), obs_dim=3, act_dim=2, seed=0):

@@ -13,7 +13,7 @@ from esmpi import checkpoint
 from esmpi.comm import SerialComm
 from esmpi.config import ConfigError, load_config
 from esmpi.noise import weighted_sum_reference
-from esmpi.rollout import EnvObjective
+from esmpi.objectives.gym import EnvObjective
 from esmpi.state import digest, walk
 from esmpi.strategies import STRATEGY_NAMES, Context, make
 from esmpi.train import Trainer

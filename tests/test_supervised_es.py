@@ -5,8 +5,6 @@ All on a tiny generated dataset (8x8 images, an MLP of a few hundred parameters)
 
 import subprocess
 import sys
-import textwrap
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,13 +12,13 @@ import pytest
 from esmpi import candidates as C
 from esmpi import checkpoint, objectives, seeding
 from esmpi.comm import SerialComm
-from esmpi.config import ConfigError, config_from_dict, load_config
+from esmpi.config import ConfigError, config_from_dict
 from esmpi.noise import NoiseTable, slice_sum_reference, weighted_sum_reference
 from esmpi.shaping import SHAPINGS, pair_weights
 from esmpi.state import digest
 from esmpi.strategies import Context, make
 from esmpi.strategies.antithetic import bucket_edges
-from esmpi.supervised.settings import NETS, SupervisedSettings
+from esmpi.supervised.settings import NETS
 from esmpi.supervised.synthetic import write_synthetic
 from esmpi.train import Trainer
 

@@ -10,7 +10,7 @@ from esmpi.state import digest as state_digest
 from esmpi.strategies import Context, make
 from esmpi.noise import NoiseTable, weighted_sum_reference
 from esmpi.obs_norm import ObsStats
-from esmpi.policy import ActionSpec, MLPPolicy, MLPSpec, tanh
+from esmpi.policies.mlp import ActionSpec, MLPPolicy, MLPSpec, tanh
 
 from helpers import pair_rounds, tiny_config
 

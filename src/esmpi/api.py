@@ -33,7 +33,7 @@ def optimize(f, theta0, *, generations: int = 100, pairs: int = 50, noise_stdev:
     (the dict also holds ``"theta"``: a copy of the new mean, e.g. to draw the path; the history does not)."""
     from .comm import SerialComm
     from .config import config_from_dict
-    from .rollout import FunctionObjective
+    from .objectives.function import FunctionObjective
     from .train import Trainer
 
     theta0 = np.asarray(theta0, dtype=np.float32).ravel()

@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 
 from .errors import EnvError
-from .policy import ActionSpec
+from .policies.mlp import ActionSpec
 
 
 class PointMassEnv(gym.Env):

@@ -12,7 +12,7 @@ nonlinearity, action spec, ``obs_clip``) and applies the saved observation norma
 without action noise. Also here: ``resolve_checkpoint`` (which file a run directory stands for),
 shared with ``esmpi.analyze``.
 
-This module imports only numpy and esmpi.policy at import time (``esmpi/__init__`` exports
+This module imports only numpy and esmpi.policies.mlp at import time (``esmpi/__init__`` exports
 ``load_policy``); the checkpoint (and so h5py) is imported when a file is read.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError
-from .policy import ActionSpec, MLPPolicy, MLPSpec
+from .policies.mlp import ActionSpec, MLPPolicy, MLPSpec
 
 
 def resolve_checkpoint(run: str | Path, checkpoint: str | Path | None = None) -> Path:

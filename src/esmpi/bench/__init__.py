@@ -1,6 +1,6 @@
 """``python -m esmpi.bench``: esmpi's performance benchmark (``make bench``, ``make bench-ci``).
 
-Measures whatever ``esmpi.rollout``, ``policy``, ``noise``, ``comm`` and ``train`` currently contain
+Measures whatever ``esmpi.objectives``, ``policy``, ``noise``, ``comm`` and ``train`` currently contain
 (it imports and calls them), so re-running it measures new code. Writes ``bench/out/report.json``
 (every figure: value, unit, target, op, met, note, repeats, load, cpu/wall, samples) and
 ``bench/out/report.md``; a full run also copies the table to ``docs/bench.md``.

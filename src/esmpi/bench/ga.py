@@ -92,7 +92,7 @@ def encoding_figures(d: int = 4_000_000, generations: int = 1000, T: int = 20) -
 def throughput_figure(env_id: str, pairs: int, repeats: int, max_steps: int = 0) -> list:
     from ..comm import SerialComm
     from ..config import config_from_dict
-    from ..rollout import EnvObjective
+    from ..objectives.gym import EnvObjective
     from ..train import Trainer
 
     common = {"run": {"generations": 10**6, "max_seconds": 0.0}, "env": {"id": env_id, "max_episode_steps": max_steps},

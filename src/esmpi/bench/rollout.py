@@ -55,7 +55,7 @@ TARGET_PHYSICS = 0.90    # esmpi / bare mj_step loop
 
 def make_objective(env_id: str, hidden, env_kwargs=None):
     from ..config import config_from_dict
-    from ..rollout import EnvObjective
+    from ..objectives.gym import EnvObjective
 
     cfg = config_from_dict({"env": {"id": env_id, "kwargs": dict(env_kwargs or {})},
                             "policy": {"hidden": list(hidden)}, "run": {"seed": 0}}, "<bench>")

@@ -172,7 +172,7 @@ def mpi_figures(results: dict[int, dict], prof: dict, report: Report) -> None:
                 x = st_steal
                 fr = ", ".join(f"rank {r['rank']}: idle {r['idle_frac']:.0%}, {int(r['extra_pairs'])} extra pairs, "
                                f"abandoned ~{r['waste_frac']:.0%}" for r in x["ranks"])
-                report.add(figure(f"utilisation.k{k}.idle_steal", "6 utilisation", f"same, es.schedule='steal' "
+                report.add(figure(f"utilisation.k{k}.idle_steal", "6 utilisation", "same, es.schedule='steal' "
                                   "(generations alternate with static): largest idle fraction", x["max_idle_frac"],
                                   "fraction", target=IDLE_TARGET, op="<=",
                                   why="ranks still wait at the non-blocking barrier's completion and in collectives.",

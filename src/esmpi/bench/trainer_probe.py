@@ -123,7 +123,7 @@ def run_probe(comm, pairs: int, table: int, generations: int, t_launch: float | 
     ``generations`` instrumented ones per schedule: static and, with several ranks and if available,
     'steal', alternating generation by generation (A/B side by side). Returns this rank's records and
     the trainer (its noise table is reused by the other sections)."""
-    from ..rollout import EnvObjective
+    from ..objectives.gym import EnvObjective
     from ..train import Trainer
 
     marks = {"probe_start": time.time()}

@@ -3,7 +3,11 @@
 Every objective offers ``num_params, obs_dim (0 = no normalisation), bc_dim (0 = no behaviour
 characterisation), max_episode_steps, initial_theta(rng), set_obs_norm(mean, std),
 episode(theta, seed, cutoff, record_obs, action_noise_rng, abandon) -> EpisodeResult,
-spec_dict(), close()``; see ``esmpi.rollout`` for the episode conventions.
+spec_dict(), close()``; ``episode.py`` holds ``EpisodeResult`` and the episode conventions.
+
+gym.py (any gymnasium id, MuJoCo included), atari.py (pixels, VBN), supervised.py (image
+classification on IDX files), function.py (a black-box ``f(theta)``); ``make(cfg)`` picks one from
+``[objective] kind``. To add an objective: a module here with that interface, one branch in ``make``.
 """
 
 
@@ -21,7 +25,7 @@ def make(cfg, comm=None, where: str = ""):
     if cfg.objective.kind == "atari":
         from .atari import AtariObjective
         return AtariObjective(cfg.atari, "[atari]")
-    from ..rollout import EnvObjective
+    from .gym import EnvObjective
     return EnvObjective(cfg)
 
 

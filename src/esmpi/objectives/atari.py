@@ -1,6 +1,6 @@
 """``AtariObjective``: one Atari episode from pixels of a CNN policy with a flat float32 theta.
 
-The objective interface of ``esmpi.rollout`` (``num_params``, ``obs_dim = 0``: no running
+The objective interface of ``esmpi.objectives`` (``num_params``, ``obs_dim = 0``: no running
 observation normalisation, VBN instead; ``bc_dim``: 128 when the RAM behaviour characterisation is
 on, else 0; ``max_episode_steps``; ``initial_theta``; ``set_obs_norm`` (no-op); ``episode``;
 ``spec_dict``; ``close``), plus the objective's own state: the VBN reference batch.
@@ -27,7 +27,7 @@ from ..atari import games, refbatch
 from ..atari.settings import AtariSettings
 from ..errors import CheckpointError
 from ..policies.cnn import CNNPolicy, CNNSpec
-from ..rollout import EpisodeResult
+from .episode import EpisodeResult
 
 REF_KEY = "vbn_ref_batch"
 

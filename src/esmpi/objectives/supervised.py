@@ -1,6 +1,6 @@
 """``SupervisedObjective``: a classifier's theta scored on images of a node-shared dataset (issue 14).
 
-The ES loop's objective interface (see ``esmpi.rollout``) for supervised learning, as in Zhang,
+The ES loop's objective interface (see ``esmpi.objectives``) for supervised learning, as in Zhang,
 Clune & Stanley (2017):
 
 - ``episode(theta, seed, ...)``: reward = minus the mean softmax cross-entropy of theta on a
@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from ..errors import ConfigError
-from ..rollout import EpisodeResult
+from .episode import EpisodeResult
 from ..supervised.datasets import Dataset, gather
 from ..supervised.nets import PRESETS, Net, NetSpec
 from ..supervised.settings import SupervisedSettings  # noqa: F401  (re-exported: the objective's settings)

@@ -3,7 +3,7 @@
 ``make(policy_cfg, obs_dim, action, obs_clip) -> (spec, policy)``: the spec knows the layout
 (``num_params``, ``init_theta(rng)``, ``unflatten``), the policy is the callable the objective runs
 (``set_theta``, ``set_obs_norm``, ``__call__(obs) -> action or None`` when obs holds NaN/inf).
-Today's only family is the MLP of ``esmpi.policy`` (``hidden = []`` is the linear policy of ARS);
+Today's only family is the MLP of ``esmpi.policies.mlp`` (``hidden = []`` is the linear policy of ARS);
 convolutional policies for pixels live beside it and are chosen by their objective.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 def make(policy_cfg, obs_dim: int, action, obs_clip: float):
     from ..errors import ConfigError
-    from ..policy import MLPPolicy, MLPSpec
+    from .mlp import MLPPolicy, MLPSpec
 
     if policy_cfg.action_bins and action.kind != "box":
         raise ConfigError(f"policy.action_bins={policy_cfg.action_bins} needs a Box action space; this env has a "

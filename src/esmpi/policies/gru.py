@@ -1,7 +1,7 @@
 """A small recurrent policy: one GRU cell and a linear read-out, on a flat float32 theta.
 
 Layout of theta (float32, ``(num_params,)``), for ``n_in`` inputs, ``H`` hidden units, ``n_out``
-outputs, each matrix row-major like ``esmpi.policy``'s layers:
+outputs, each matrix row-major like ``esmpi.policies.mlp``'s layers:
 
     W_z (n_in, H), U_z (H, H), b_z (H,),      update gate
     W_r (n_in, H), U_r (H, H), b_r (H,),      reset gate
@@ -13,7 +13,7 @@ One step, from h (H,) and input x (n_in,) (h = 0 at the start of a sequence):
     z = sigmoid(x W_z + h U_z + b_z),  r = sigmoid(x W_r + h U_r + b_r)
     c = tanh(x W_h + (r * h) U_h + b_h),  h' = (1 - z) * h + z * c,  y = h' W_o + b_o
 
-``tanh`` is ``esmpi.policy``'s float32 kernel and ``sigmoid(a) = 0.5 + 0.5 tanh(a / 2)`` (exact
+``tanh`` is ``esmpi.policies.mlp``'s float32 kernel and ``sigmoid(a) = 0.5 + 0.5 tanh(a / 2)`` (exact
 identity), so no libm or SIMD-dispatched transcendental is used. Matrix products are explicit loops
 over the input index (``_affine``): no BLAS, the same bits on every CPU.
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..policy import tanh
+from .mlp import tanh
 
 GATES = ("z", "r", "h")
 

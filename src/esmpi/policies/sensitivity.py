@@ -7,7 +7,7 @@ states the parent visited, so that every weight moves the outputs about equally.
 
 - ``jacobians(spec, theta, x) -> G (n_out, T, d) float32``: per-sample, per-output gradients
   ``G[i, t] = d y_i(x_t) / d theta`` of the raw outputs (before the action map: clipping and
-  argmax have no gradient) for ``esmpi.policy.MLPSpec`` (``x``: normalised inputs (T, obs_dim),
+  argmax have no gradient) for ``esmpi.policies.mlp.MLPSpec`` (``x``: normalised inputs (T, obs_dim),
   see ``normalized_inputs``) and ``esmpi.policies.gru.GRUSpec`` (``x``: (B, L, n_in) sequences
   from h = 0; sample t = (sequence, step), gradients through time);
 - ``sensitivity(G, method, direction=None) -> (d,) float32``, as the authors' code computes it:
@@ -34,7 +34,7 @@ import numba
 import numpy as np
 
 from ..errors import ConfigError
-from ..policy import _TANH_P, _TANH_Q, NONLIN, MLPSpec, _activate
+from .mlp import _TANH_P, _TANH_Q, NONLIN, MLPSpec, _activate
 from .gru import GRUSpec, GRUTrace, _affine, forward as gru_forward
 
 FLOOR = 0.01

@@ -1,47 +1,31 @@
-"""Objectives the ES loop evaluates: one episode of a (perturbed) theta -> ``EpisodeResult``.
+"""``EnvObjective``: one episode of a policy (built from ``[policy]``) in a gymnasium env.
 
-``EnvObjective`` runs an MLP policy in a gymnasium env; ``FunctionObjective`` wraps a black-box
-``f(theta) -> float``. Both expose the same small interface, so new objectives (novelty, MNIST
-loss, ...) plug into the same MPI loop:
+The objective interface every objective offers (see ``esmpi.objectives``):
 
-- ``num_params``, ``obs_dim`` (0 = no observation normalisation), ``max_episode_steps``
+- ``num_params``, ``obs_dim`` (0 = no observation normalisation), ``bc_dim``, ``max_episode_steps``
 - ``initial_theta(rng) -> (num_params,) float32``
 - ``set_obs_norm(mean, std)`` before a generation's episodes
 - ``episode(theta, seed, cutoff, record_obs, action_noise_rng, abandon=None) -> EpisodeResult | None``
   (``abandon``: polled during long episodes; True ends the episode with None, for the 'steal' schedule)
 
-An episode ends when the env terminates or truncates, or at ``cutoff`` steps. A NaN/inf reward
-or observation, or an exception from the env, makes the episode *failed*: its return is -inf (it
-ranks last), the reason is kept for the log, and no observation statistics are taken from it.
+Episode conventions: ``esmpi.objectives.episode``. The only gymnasium import stays in ``envs.py``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import EsmpiError
-
-
-@dataclass
-class EpisodeResult:
-    ret: float
-    length: int
-    failed: bool = False
-    reason: str = ""
-    obs_sum: np.ndarray | None = None     # (obs_dim,) float64 when recorded
-    obs_sumsq: np.ndarray | None = None
-    obs_count: int = 0
-    bc: np.ndarray | None = None          # (bc_dim,) float64 behaviour characterisation, when the objective has one
+from ..errors import EsmpiError
+from .episode import EpisodeResult
 
 
 class EnvObjective:
     def __init__(self, cfg):
-        from .envs import make_env  # the only gymnasium import lives there
+        from ..envs import make_env  # the only gymnasium import lives there
 
-        from . import policies
+        from .. import policies
 
         self.env = make_env(cfg.env)
         try:
@@ -70,7 +54,7 @@ class EnvObjective:
                 "obs_clip": float(self.policy.obs_clip), "obs_std_floor": self.obs_std_floor,
                 "max_episode_steps": self.max_episode_steps,
                 "theta_layout": "per layer: W (n_in, n_out) row-major, then b (n_out,)",
-                "tanh": "float32 rational approximation, esmpi.policy.tanh",
+                "tanh": "float32 rational approximation, esmpi.policies.mlp.tanh",
                 # which env step ran ("fast": esmpi.fastmujoco, bitwise Gymnasium's; "gymnasium") and why not fast
                 "env_step": self.env.step_path, "env_step_note": self.env.step_note}
 
@@ -128,9 +112,9 @@ class EnvObjective:
 def _behaviour(cfg, env):
     """``() -> (2,) float64`` reading the final (x, y) centre of mass, or None (``env.bc``); a strategy
     that needs BCs on an env that has none is a ConfigError naming the env."""
-    from .envs import com_xy_reader
-    from .errors import ConfigError
-    from .strategies import NEEDS_BC
+    from ..envs import com_xy_reader
+    from ..errors import ConfigError
+    from ..strategies import NEEDS_BC
 
     needs = cfg.strategy.name in NEEDS_BC
     if cfg.env.bc == "none" and needs:
@@ -144,33 +128,3 @@ def _behaviour(cfg, env):
         raise ConfigError(f"{who} behaviour characterisations, but env {cfg.env.id!r} gives none: use a MuJoCo env "
                           "(final centre of mass), esmpi/PointMass-v0 or esmpi/PointMaze-v0")
     return reader
-
-
-class FunctionObjective:
-    """Black-box ``f(theta) -> float`` to maximise; each evaluation counts as one timestep."""
-
-    obs_dim = 0
-    max_episode_steps = 1
-
-    def __init__(self, f, theta0: np.ndarray):
-        self.f = f
-        self.theta0 = np.asarray(theta0, dtype=np.float32).copy()
-        self.num_params = self.theta0.size
-
-    def initial_theta(self, rng) -> np.ndarray:
-        return self.theta0.copy()
-
-    def set_obs_norm(self, mean, std) -> None:
-        pass
-
-    def episode(self, theta, seed, cutoff, record_obs=False, action_noise_rng=None, abandon=None) -> EpisodeResult:
-        try:
-            v = float(self.f(theta))
-        except Exception as ex:
-            return EpisodeResult(-math.inf, 1, True, f"{type(ex).__name__} from f: {ex}")
-        if not math.isfinite(v):
-            return EpisodeResult(-math.inf, 1, True, f"f returned {v}")
-        return EpisodeResult(v, 1)
-
-    def close(self):
-        pass
