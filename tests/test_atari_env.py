@@ -142,7 +142,7 @@ def test_missing_rom_is_an_env_error(tmp_path, monkeypatch):
         AtariObjective({"game": "pong"})
 
 
-@pytest.mark.parametrize("job", ["atari-pong-es.toml", "atari-frostbite-ga.toml"])
+@pytest.mark.parametrize("job", ["atari-pong-es.toml", "ga-atari-frostbite.toml"])
 def test_job_drafts_atari_tables_are_valid(job):
     """The job files' [atari] tables validate (a file still marked DRAFT waits for its strategy; the
     others load as whole configs, tests/test_docs.py)."""
