@@ -223,6 +223,16 @@ def test_humanoid_script_accepted_with_resources_overridden(slurm_cluster, tmp_p
     assert p.returncode != 0, p.stderr
 
 
+@pytest.mark.parametrize("script", ["atari_720.sh", "ga_humanoid.sh", "humanoid_trap.sh", "mnist_paper.sh"])
+def test_the_other_paper_scale_scripts_are_accepted_scaled_down(slurm_cluster, tmp_path, script):
+    """The cluster scripts of the GA, novelty search, Atari and MNIST studies parse and, scaled down on
+    the command line to this one-node cluster, fit (``sbatch --test-only``)."""
+    env = job_env(slurm_cluster)
+    p = run(["sbatch", "--test-only", "-N", "1", "--ntasks-per-node=2", "--mem=4G", str(SLURM / script)], env,
+            check=False, cwd=tmp_path)
+    assert p.returncode == 0 and "to start at" in p.stderr, p.stderr
+
+
 def test_humanoid_script_runs_humanoid_on_one_node(slurm_cluster, sbatch, tmp_path):
     gens = 2
     sets = (f"run.generations={gens} noise.size=1_000_000 es.pairs_per_generation=4 "
