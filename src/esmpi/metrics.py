@@ -31,7 +31,9 @@ HISTORY_KEYS = [
 
 # history columns that hold counts (stored as float64 in HDF5; restored as int on load)
 INT_KEYS = {"Generation", "EpFailures", "EvalEpCount", "EpisodesThisIter", "EpisodesSoFar", "TimestepsThisIter",
-            "TimestepsSoFar", "ObCount", "EpisodeCutoff", "BlocksThisIter"}
+            "TimestepsSoFar", "ObCount", "EpisodeCutoff", "BlocksThisIter",
+            # strategies' own counts (esmpi.strategies: ARS, the GA, novelty search)
+            "ARSKept", "GAEliteNew", "GAGenomeLength", "NSMember", "NSArchiveSize"}
 
 
 def _kind(rounds, kinds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
