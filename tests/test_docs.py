@@ -77,3 +77,19 @@ def test_results_in_docs_and_readme_are_what_make_results_generates():
         got = esmpi_cell.split(" (")
         assert _steps(got[0]) == _steps(median), f"README {task}: {esmpi_cell!r}, generated {ours!r}"
         assert got[1:] == ([] if k == n else [f"{k} of {n} seeds)"]), f"README {task}: {esmpi_cell!r} vs ({k}/{n})"
+    # and the ARS table below it: (task, ARS median, OpenAI-ES median) as generated
+    text = (ROOT / "README.md").read_text().split("esmpi ARS | esmpi OpenAI-ES |", 1)[1]
+    ars_rows = {c[0]: c[1] for line in text.splitlines()[2:] if line.startswith("|")
+                for c in [[x.strip() for x in line.strip().strip("|").split("|")]]}
+    assert ars_rows, "README: no ARS table"
+    for key, t in paper.TASKS.items():
+        task = t.env.split("-")[0]
+        if task not in ars_rows:
+            continue
+        rs = [r for r in runs if paper.ars_task_of(r) == key]
+        vals = [paper.first_crossing(r.history, t.threshold, w) for r in rs]
+        median = paper.summarize_seeds(vals, [r.timesteps for r in rs]).split()[0]
+        k, n = sum(v is not None for v in vals), len(vals)
+        got = ars_rows[task].split(" (")
+        assert _steps(got[0]) == _steps(median), f"README ARS {task}: {ars_rows[task]!r}, generated {median!r}"
+        assert got[1:] == ([] if k == n else [f"{k} of {n} seeds)"]), f"README ARS {task}: {ars_rows[task]!r}"
