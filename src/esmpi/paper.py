@@ -307,7 +307,7 @@ def extra_table(runs: list[Run], window: int = DEFAULT_WINDOW) -> str:
     extra = [r for r in runs if task_of(r) is None and ars_task_of(r) is None]
     if not extra:
         return "(none yet)"
-    lines = ["| run | env | sigma | pairs/gen | timesteps | last-5 eval mean | timesteps (wall time) to each threshold |",
+    lines = ["| run | env | sigma | pairs/gen (GA: population) | timesteps | last-5 eval mean | timesteps (wall time) to each threshold |",
              "|---|---|---:|---:|---:|---:|---|"]
     for r in extra:
         t = next((t for t in TASKS.values() if t.env == _cfg(r, "env.id")), None)
@@ -322,8 +322,11 @@ def extra_table(runs: list[Run], window: int = DEFAULT_WINDOW) -> str:
             w = first_crossing(r.history, v, window, x="TimeElapsed")
             cells.append(f"{name} ({v:g}): {fmt_steps(x) if x is not None else '>' + fmt_steps(r.timesteps)}"
                          + (f" ({_fmt_dur(w)})" if w is not None else ""))
-        lines.append(f"| {r.name} | {_cfg(r, 'env.id', '?')} | {_cfg(r, 'es.noise_stdev', '?')} | "
-                     f"{_cfg(r, 'es.pairs_per_generation', '?')} | {fmt_steps(r.timesteps)} | {_fmt_ret(_last_mean(r))} | "
+        sigma = _cfg(r, "es.noise_stdev") or _cfg(r, "ga.sigma", "?")      # the GA's mutation power
+        pop = _cfg(r, "es.pairs_per_generation")
+        pop = pop if pop is not None else f"N = {_cfg(r, 'ga.population', '?')}"
+        lines.append(f"| {r.name} | {_cfg(r, 'env.id', '?')} | {sigma} | "
+                     f"{pop} | {fmt_steps(r.timesteps)} | {_fmt_ret(_last_mean(r))} | "
                      f"{'; '.join(cells) or '-'} |")
     return "\n".join(lines)
 
