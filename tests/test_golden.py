@@ -65,8 +65,11 @@ def test_black_box_api_and_smoke_job_are_bitwise_v1():
 
 
 def test_every_v1_checkpoint_in_results_loads_unchanged():
-    got = {p.parent.name: fields(checkpoint.load(p)["state"]) for p in sorted((ROOT / "results" / "runs").glob("*/latest.h5"))}
+    runs = ROOT / "results" / "runs"
+    got = {name: fields(checkpoint.load(runs / name / "latest.h5")["state"]) for name in GOLDEN["v1_checkpoints"]}
     assert got == GOLDEN["v1_checkpoints"]
+    for name in GOLDEN["v1_checkpoints"]:     # still the files the first loop wrote (runs added since are layout 2)
+        assert checkpoint.load(runs / name / "latest.h5")["attrs"]["layout_version"] == 1
 
 
 def test_a_v1_run_resumes_bitwise_and_writes_layout_2(tmp_path):

@@ -207,7 +207,9 @@ def plot_robustness(results: list[dict], title: str | None = None):
         for y, ls in (((1.0, "-"), (0.9, "--")) if ratio else ((0.0, "-"),)):
             ax.axhline(y, color="0.3", lw=0.8, ls=ls)
         mult = sorted({round(r["scales"][i]["multiple"], 3) for r in results if i < len(r["scales"])})
-        ax.set_title(f"perturbation scale {', '.join(f'{m:g}' for m in mult)} x training sigma", fontsize=9)
+        sig = sorted({float(r["scales"][i]["sigma"]) for r in results if i < len(r["scales"])})
+        what = f"{', '.join(f'{m:g}' for m in mult)} x training sigma"
+        ax.set_title(f"s = {sig[0]:g} ({what})" if len(sig) == 1 else f"perturbation scale {what}", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     axes[0].set_ylabel(("R / R0" if ratio else "R - R0") + " (box: quartiles, whiskers: 10th-90th pct.)")
     k = results[0]["k"]
