@@ -48,8 +48,6 @@ def initial_state(cfg, objective, strategy) -> TrainState:
     max_steps = objective.max_episode_steps
     cutoff = min(cfg.es.cutoff_initial, max_steps) if cfg.es.episode_cutoff == "adaptive" else max_steps
     extra = objective.initial_objective_state(cfg.run.seed) if hasattr(objective, "initial_objective_state") else {}
-    # further starting points (novelty search's members), addressed like the loop's fresh initialisations
-    strategy.fresh_theta = lambda i: objective.initial_theta(seeding.rng(cfg.run.seed, seeding.INIT_THETA, i))
     return TrainState(strategy.init(theta0), ObsStats.initial(objective.obs_dim), cutoff=int(cutoff), extra=extra)
 
 

@@ -13,12 +13,12 @@ The protocol, called by ``train.Trainer.generation`` on every rank with identica
   rebuild parameters from offsets, e.g. GA genomes, need it) and ``alloc(n, dtype) -> (array,
   fill_here)`` / ``barrier()`` for node-shared derived caches (one copy per node; the rank with
   ``fill_here`` fills it, then everyone calls ``barrier``). These are the only rank-aware hooks, and
-  what they fill must be the same bits on every node; ``fresh(init) -> (d,) float32``: the fresh
-  initialisation a candidate with ``base == -1`` gets (strategies that rebuild it: GA genomes);
+  what they fill must be the same bits on every node; ``fresh(i) -> (d,) float32``: the objective's
+  initialisation addressed ``(INIT_THETA, i)``, the one a candidate with ``base == -1, init == i`` gets
+  (the GA rebuilds genomes from it; novelty search starts its members with it);
 - ``init(theta0) -> state``: theta0 (d,) float32 from ``objective.initial_theta``; a strategy that
-  starts several parameter vectors (novelty search's members) may call ``self.fresh_theta(i)``, the
-  objective's initialisation addressed ``(INIT_THETA, i)`` (set by the loop; absent when only a
-  checkpoint template is built, where the values do not matter);
+  starts several parameter vectors (novelty search's members) may call ``self.fresh(i)`` (None when
+  only a checkpoint template is built, where the values do not matter);
 - ``bases(state) -> (M, d) float32``: the parameter vectors candidates are built around;
 - ``ask(state, g, r, prior) -> candidate table | None``: round ``r`` of generation ``g`` given the
   earlier rounds' ``Round``s; ``None`` ends the generation;
@@ -53,7 +53,7 @@ class Strategy:
 
     def __init__(self, cfg, ctx: Context):
         self.cfg, self.ctx = cfg, ctx
-        self.fresh_theta = None      # i -> (d,) float32, set by train.initial_state
+        self.fresh = None      # i -> (d,) float32, the objective's initialisation (INIT_THETA, i); set by attach
 
     def attach(self, noise, alloc=None, barrier=None, fresh=None) -> None:
         self.noise = noise

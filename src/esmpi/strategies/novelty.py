@@ -72,9 +72,9 @@ class NoveltyES(Strategy):
     # ------------------------------------------------------------------ state
     def init(self, theta0: np.ndarray) -> NoveltyState:
         """Member 0 starts at theta0, member m > 0 at the objective's initialisation addressed
-        ``(INIT_THETA, m)`` (``fresh_theta``; the authors initialise every member afresh)."""
+        ``(INIT_THETA, m)`` (``self.fresh``; the authors initialise every member afresh)."""
         M, b, d = self.nov.population, self.ctx.bc_dim, np.asarray(theta0).size
-        fresh = self.fresh_theta
+        fresh = self.fresh
         thetas = np.stack([np.asarray(theta0, np.float32)] +
                           [np.asarray(fresh(m) if fresh else theta0, np.float32) for m in range(1, M)])
         return NoveltyState(thetas=thetas, optimizers=[optim.init_state(d) for _ in range(M)],
