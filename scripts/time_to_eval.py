@@ -3,7 +3,7 @@ MuJoCo step and with Gymnasium's step (``env.fast_step = true/false``), median o
 
     .venv/bin/python scripts/time_to_eval.py [--seeds 0,1,2] [--target 4800] [--max-seconds 1200] [--out DIR]
 
-Each run is ``mpiexec -n 2 python -m esmpi.run --config jobs/default.toml`` with ``run.seed``,
+Each run is ``.venv/bin/mpiexec -n 2 .venv/bin/python -m esmpi.run --config jobs/default.toml`` with ``run.seed``,
 ``env.fast_step``, ``run.target_return`` (it stops once the trailing 5-generation mean of
 EvalEpRewMean reaches the target, esmpi's own rule) and ``run.max_seconds`` as a safety cap. Runs
 alternate fast/Gymnasium, switching which goes first each seed, so a change of machine load hits
