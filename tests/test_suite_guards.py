@@ -41,7 +41,7 @@ def test_mpi_tier_launched_with_the_wrong_size_fails_loudly(tmp_path):
     assert "mpi4py sees a world of 1 rank(s) but ESMPI_EXPECT_NP=2" in r.stdout + r.stderr
 
 
-def _run_skipping(tmp_path, ci: str):
+def _run_skipping(tmp_path, ci: str, mpi_tier: bool = False):
     (tmp_path / "conftest.py").write_text(textwrap.dedent(f"""
         import importlib.util
         spec = importlib.util.spec_from_file_location("esmpi_tests_conftest", {str(HERE / "conftest.py")!r})
@@ -63,7 +63,8 @@ def _run_skipping(tmp_path, ci: str):
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     if ci:
         env["CI"] = ci
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-p", "no:mpi",
+    plugin = ["--only-mpi"] if mpi_tier else ["-p", "no:mpi"]
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *plugin,
                            "--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path / "test_tier.py")],
                           capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
 
@@ -78,3 +79,13 @@ def test_a_required_tier_that_skips_under_ci_fails(tmp_path):
     assert r.returncode == 1, r.stdout
     assert "1 failed" in r.stdout and "1 skipped" in r.stdout, r.stdout
     assert "where its tier must run: no headless OpenGL backend" in r.stdout
+
+
+def test_the_mpi_tier_skipping_non_mpi_tests_is_not_a_tier_failure(tmp_path):
+    """pytest-mpi's --only-mpi skips every test without the mpi mark ("test does not use mpi"); those
+    tests run in the serial tier, so the MPI tier must not turn that skip into a CI failure."""
+    if not (os.geteuid() == 0 and shutil.which("apt-get")):
+        pytest.skip("the CI rule applies on a root machine with apt-get only")
+    r = _run_skipping(tmp_path, ci="true", mpi_tier=True)
+    assert r.returncode == 0, r.stdout
+    assert "2 skipped" in r.stdout and "does not use mpi" in r.stdout, r.stdout
