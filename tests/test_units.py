@@ -287,3 +287,16 @@ def test_state_digest_sees_every_field():
     opt = st.strategy.optimizer
     assert state_digest(replace(st, strategy=replace(st.strategy, optimizer=replace(opt, t=opt.t + 1)))) != base
     assert state_digest(replace(st, obs=replace(st.obs, count=np.nextafter(st.obs.count, np.inf)))) != base
+
+
+def test_l2norm_sums_in_index_order_in_float64():
+    """The history's norms are the same on every CPU: one float64 loop in index order, no BLAS."""
+    import math
+
+    from esmpi.metrics import l2norm
+    x = np.random.default_rng(5).standard_normal(1001).astype(np.float32) * np.float32(1e3)
+    acc = 0.0
+    for v in x.astype(np.float64):
+        acc += v * v
+    assert l2norm(x) == math.sqrt(acc)
+    assert l2norm(np.zeros(0, np.float32)) == 0.0 and l2norm(np.array([3.0, 4.0])) == 5.0

@@ -2,7 +2,8 @@
 
 ``HISTORY_KEYS`` is the fixed column list of the history (HDF5 table, JSONL, CSV). The reference's
 log keys are kept with their meaning, except ``Norm`` and ``GradNorm``, which are L2 norms here
-(the reference logged squared norms).
+(the reference logged squared norms), computed by ``l2norm``: one fixed-order float64 loop, so the
+history is the same on every CPU (BLAS's ``dot`` picks its summation order by SIMD width).
 
 Sinks: ``ProgressLine`` (one concise line per generation, for terminals and Slurm logs) and
 ``JsonlSink`` (``progress.jsonl``, flushed every generation so ``tail -f`` works).
@@ -15,7 +16,22 @@ import math
 import sys
 from typing import Sequence
 
+import numba
 import numpy as np
+
+@numba.njit(cache=True, nogil=True)
+def _sumsq(x):
+    acc = 0.0
+    for i in range(x.size):
+        v = np.float64(x[i])
+        acc += v * v
+    return acc
+
+
+def l2norm(x: np.ndarray) -> float:
+    """L2 norm of a float vector, summed in index order in float64 (no BLAS, no SIMD reassociation)."""
+    return math.sqrt(_sumsq(np.ascontiguousarray(x).reshape(-1)))
+
 
 HISTORY_KEYS = [
     "Generation",

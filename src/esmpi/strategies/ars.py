@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import NonFiniteTheta
+from ..metrics import l2norm
 from . import Strategy
 from .antithetic import ask_pairs, gather_pairs, gather_slices, update_sum
 
@@ -83,8 +84,8 @@ class ARS(Strategy):
         if not np.all(np.isfinite(theta)):
             raise NonFiniteTheta(f"theta became non-finite at generation {g + 1}; lower ars.stepsize "
                                  "(all ranks stopped; the last checkpoint is intact)")
-        norm = float(np.linalg.norm(theta.astype(np.float64)))
-        step_norm = float(np.linalg.norm(step.astype(np.float64)))
+        norm = l2norm(theta)
+        step_norm = l2norm(step)
         stats = {"GradNorm": step_norm / a.stepsize, "UpdateRatio": step_norm / max(norm, 1e-30), "Norm": norm,
                  "ARSRewardStd": sigma_r, "ARSKept": int(kept.size)}
         return ARSState(theta.astype(np.float32)), stats

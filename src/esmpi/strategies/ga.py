@@ -44,6 +44,7 @@ import numpy as np
 from .. import candidates as C
 from .. import seeding
 from ..state import NONFINITE, VAR
+from ..metrics import l2norm
 from . import Strategy
 from .genome import ParentCache, mutate, pack, unpack
 
@@ -209,6 +210,6 @@ class GA(Strategy):
         best = float(means.max())
         stats = {"GAEliteValidation": best, "GAValidationMean": float(np.mean(means[np.isfinite(means)]))
                  if np.isfinite(means).any() else math.nan, "GAEliteNew": int(who >= 0),
-                 "GAGenomeLength": int(elite.size), "Norm": float(np.linalg.norm(theta.astype(np.float64))),
+                 "GAGenomeLength": int(elite.size), "Norm": l2norm(theta),
                  "GradNorm": math.nan, "UpdateRatio": math.nan}
         return GAState(theta, np.asarray(elite, np.int64), flat, lengths, best), stats

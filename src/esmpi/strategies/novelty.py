@@ -32,6 +32,7 @@ from .. import optim, seeding
 from ..errors import ConfigError, NonFiniteTheta
 from ..shaping import pair_weights
 from ..state import NONFINITE, VAR
+from ..metrics import l2norm
 from . import Strategy
 from . import archive as A
 from .antithetic import ask_pairs, gather_pairs
@@ -169,9 +170,9 @@ class NoveltyES(Strategy):
         opts = list(s.optimizers)
         opts[m] = opt_m
         out = replace(s, thetas=thetas, optimizers=opts, to_measure=np.array([m], np.int64))
-        norm = float(np.linalg.norm(new.astype(np.float64)))
-        stats = {"GradNorm": float(np.linalg.norm(grad.astype(np.float64))),
-                 "UpdateRatio": float(np.linalg.norm(step.astype(np.float64)) / max(norm, 1e-30)), "Norm": norm,
+        norm = l2norm(new)
+        stats = {"GradNorm": l2norm(grad),
+                 "UpdateRatio": float(l2norm(step) / max(norm, 1e-30)), "Norm": norm,
                  "NSMember": m, "NSArchiveSize": int(s.archive.shape[0]), "NSWeight": w_m}
         for k in range(thetas.shape[0]):
             stats[f"NSReturn{k}"] = float(s.member_return[k])

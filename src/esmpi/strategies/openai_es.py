@@ -20,6 +20,7 @@ import numpy as np
 from .. import optim
 from ..errors import NonFiniteTheta
 from ..shaping import SHAPINGS, pair_weights
+from ..metrics import l2norm
 from . import Strategy
 from .antithetic import ask_pairs, gather_pairs, gather_slices, steal_pair, update_sum
 
@@ -59,8 +60,8 @@ class OpenAIES(Strategy):
         if not np.all(np.isfinite(theta)):
             raise NonFiniteTheta(f"theta became non-finite at generation {g + 1}; lower optimizer.stepsize or "
                                  "check the objective (all ranks stopped; the last checkpoint is intact)")
-        theta_norm = float(np.linalg.norm(theta.astype(np.float64)))
-        stats = {"GradNorm": float(np.linalg.norm(grad.astype(np.float64))),
-                 "UpdateRatio": float(np.linalg.norm(step.astype(np.float64)) / max(theta_norm, 1e-30)),
+        theta_norm = l2norm(theta)
+        stats = {"GradNorm": l2norm(grad),
+                 "UpdateRatio": float(l2norm(step) / max(theta_norm, 1e-30)),
                  "Norm": theta_norm}
         return ESState(theta.astype(np.float32), opt_state), stats
