@@ -300,3 +300,21 @@ def test_l2norm_sums_in_index_order_in_float64():
         acc += v * v
     assert l2norm(x) == math.sqrt(acc)
     assert l2norm(np.zeros(0, np.float32)) == 0.0 and l2norm(np.array([3.0, 4.0])) == 5.0
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_perturb_is_numpys_two_ufuncs_to_the_bit(sign):
+    """One fused pass (the GA child, the ES candidate) with the bits of ``scaled = eps * s; base +- scaled``."""
+    from esmpi.noise import perturb
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal(10_007).astype(np.float32) * np.float32(3)
+    eps = rng.standard_normal(10_007).astype(np.float32)
+    for s in (0.002, 0.02, 1 / 3, 7.5):
+        scaled = eps * np.float32(s)
+        want = base + scaled if sign > 0 else base - scaled
+        got = perturb(np.empty_like(base), base, eps, s, sign)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+        inplace = base.copy()
+        assert np.array_equal(perturb(inplace, inplace, eps, s, sign), want)
+    with pytest.raises(ValueError, match="float32 arrays of one shape"):
+        perturb(np.empty(3, np.float32), base[:3].astype(np.float64), eps[:3], 0.1)
