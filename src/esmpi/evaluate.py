@@ -12,9 +12,9 @@ TRAIN and VALIDATE episodes stop at the loop's current cutoff, EVAL and PROBE ep
 own limit. Action noise (``es.action_noise_std``) applies to TRAIN episodes only. Nothing here
 depends on the rank except which rows it is handed, so results are the same at any world size.
 
-The perturbation is computed as ``scaled = scale * table[offset + lo : offset + hi]`` (float32),
-then ``base + scaled`` or ``base - scaled`` on the slice: the same operations, hence bits, as
-esmpi's first loop. ``scaled`` is reused when both episodes of a pair run on this rank.
+The perturbation is ``base +- float32(scale) * table[offset + lo : offset + hi]`` on the slice, in one
+fused pass (``noise.perturb``) with the bits of numpy's ``multiply`` then ``add``/``subtract``: the
+same operations, hence bits, as esmpi's first loop.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 
 from . import candidates as C
 from . import seeding
+from .noise import perturb
 
 MAX_FAILURE_LINES = 5  # per rank and generation; the count goes to the history
 STATIC_UNIT = "episode"  # what the static schedule deals out round-robin (read by the scale model)
@@ -39,8 +40,6 @@ class Evaluator:
         self.use_action_noise = use_action_noise
         self.bc_dim = getattr(objective, "bc_dim", 0)
         d = objective.num_params
-        self._scaled = np.empty(d, np.float32)
-        self._scaled_key = None
         self._perturbed = np.empty(d, np.float32)
         self._init_cache: tuple[int, np.ndarray] | None = None
         self.failure_lines = 0
@@ -63,19 +62,11 @@ class Evaluator:
         if off < 0:
             return base
         lo, hi = int(c["lo"]), int(c["hi"])
-        key = (off, lo, hi, float(c["scale"]))
-        scaled = self._scaled[: hi - lo]
-        if key != self._scaled_key:
-            np.multiply(self.noise.get(off + lo, hi - lo), np.float32(c["scale"]), out=scaled)
-            self._scaled_key = key
         out = self._perturbed
         if lo > 0 or hi < out.size:
             out[:lo] = base[:lo]
             out[hi:] = base[hi:]
-        if c["sign"] > 0:
-            np.add(base[lo:hi], scaled, out=out[lo:hi])
-        else:
-            np.subtract(base[lo:hi], scaled, out=out[lo:hi])
+        perturb(out[lo:hi], base[lo:hi], self.noise.get(off + lo, hi - lo), c["scale"], int(c["sign"]))
         return out
 
     def run(self, rows: np.ndarray, bases: np.ndarray, generation: int, cutoff: int, max_steps: int,

@@ -1,9 +1,9 @@
 """Section 9: the Deep GA's hot path and its compact encoding (``esmpi.strategies.ga``).
 
 - **Child materialisation**: ``Evaluator.materialize`` of a GA child (its cached parent's row plus
-  ``sigma * eps`` at a fresh noise offset: one float32 multiply and one add into reused buffers)
+  ``sigma * eps`` at a fresh noise offset: one fused pass, ``noise.perturb``, into a reused buffer)
   against a bare numpy ``parent + sigma * eps`` (which allocates), side by side (interleaved
-  repeats, each over a batch of different offsets, so neither hits a warm ``scaled`` buffer), at
+  repeats, each over a batch of different offsets, so neither hits a warm cache), at
   d = 160k (the paper's Humanoid policy) and d = 4M (the Atari network). Target: <= 1.5x.
 - **Genome bytes per generation** (one int64 offset: 8 B) and the **compact-encoding ratio** at
   d = 4M after 1,000 generations, from ``GAState.encoding`` of a state of that shape.

@@ -199,7 +199,7 @@ class GA(Strategy):
                 theta = np.array(self.fresh(int(kids["init"][who])), np.float32)
             else:
                 theta = mutate(np.empty(self.ctx.d, np.float32), cache[kids["base"][who]], self.noise,
-                               kids["offset"][who], self.sigma, np.empty(self.ctx.d, np.float32))
+                               kids["offset"][who], self.sigma)
         if self.T:
             _, pos = rounds[0].rows(C.TRAIN)
             order = order_by_fitness(rounds[0].results.returns[pos], rounds[0].results.failed[pos])

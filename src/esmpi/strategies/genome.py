@@ -3,8 +3,8 @@
 A **genome** is an int64 array ``[init, offset_1, ..., offset_m]``: theta is the fresh initialisation
 addressed by ``init`` (``objective.initial_theta(rng(run_seed, INIT_THETA, init))``), then one
 mutation per generation, ``theta <- theta + sigma * table[offset : offset + d]``. Each mutation is
-computed in float32 as ``scaled = table[...] * float32(sigma)``, ``theta = theta + scaled``: the two
-ufunc calls ``Evaluator.materialize`` makes for a candidate with an offset. So a child materialised
+``noise.perturb`` (the bits of float32 ``scaled = table[...] * float32(sigma)``, ``theta + scaled``),
+the kernel ``Evaluator.materialize`` uses for a candidate with an offset. So a child materialised
 from its cached parent (one axpy) has the bits of its genome rebuilt from scratch (m axpys), by
 induction over the generations. 8 bytes per generation instead of 4 d bytes of parameters.
 
@@ -25,12 +25,13 @@ import heapq
 
 import numpy as np
 
+from ..noise import perturb
 
-def mutate(out: np.ndarray, base: np.ndarray, noise, offset: int, sigma: float, scaled: np.ndarray) -> np.ndarray:
-    """``out = base + float32(sigma) * table[offset : offset + d]`` (``out`` may be ``base``)."""
-    np.multiply(noise.get(int(offset), out.size), np.float32(sigma), out=scaled)
-    np.add(base, scaled, out=out)
-    return out
+
+def mutate(out: np.ndarray, base: np.ndarray, noise, offset: int, sigma: float) -> np.ndarray:
+    """``out = base + float32(sigma) * table[offset : offset + d]`` (``out`` may be ``base``): one fused
+    pass (``noise.perturb``) with the bits of numpy's ``multiply`` then ``add``."""
+    return perturb(out, base, noise.get(int(offset), out.size), sigma)
 
 
 def theta_from_genome(genome: np.ndarray, fresh, noise, sigma: float, out: np.ndarray | None = None) -> np.ndarray:
@@ -39,9 +40,8 @@ def theta_from_genome(genome: np.ndarray, fresh, noise, sigma: float, out: np.nd
     out = np.array(theta0, np.float32) if out is None else out
     if out is not theta0:
         out[:] = theta0
-    scaled = np.empty_like(out)
     for off in genome[1:]:
-        mutate(out, out, noise, off, sigma, scaled)
+        mutate(out, out, noise, off, sigma)
     return out
 
 
@@ -136,7 +136,7 @@ class ParentCache:
         return steps
 
     def _apply(self, steps: list[tuple], genomes: list[np.ndarray]) -> None:
-        buf, scaled = self.buf, np.empty(self.d, np.float32)
+        buf = self.buf
         rebuild = []
         for row, op, j in steps:
             if op == "save":
@@ -145,13 +145,13 @@ class ParentCache:
                 if j != row:
                     buf[row] = buf[j]
             elif op == "mutate":
-                mutate(buf[row], buf[j], self.noise, genomes[row][-1], self.sigma, scaled)
+                mutate(buf[row], buf[j], self.noise, genomes[row][-1], self.sigma)
             else:
                 rebuild.append(row)
         # last: a rebuilt row reads no old row, and no old row is read after this point
-        self._rebuild(rebuild, genomes, scaled)
+        self._rebuild(rebuild, genomes)
 
-    def _rebuild(self, rows: list[int], genomes: list[np.ndarray], scaled: np.ndarray) -> None:
+    def _rebuild(self, rows: list[int], genomes: list[np.ndarray]) -> None:
         """Rebuild ``rows`` from their genomes, sharing common prefixes: each group of genomes with a
         common prefix is built once in its first row, copied to the first row of each branch, then
         extended per branch. The same float32 operations, in the same order, as ``theta_from_genome``
@@ -172,7 +172,7 @@ class ParentCache:
                 neq = np.flatnonzero(genomes[r][depth:L] != first[depth:L])
                 L = depth + int(neq[0]) if neq.size else L
             for off in first[depth:L]:
-                mutate(buf[group[0]], buf[group[0]], self.noise, off, self.sigma, scaled)
+                mutate(buf[group[0]], buf[group[0]], self.noise, off, self.sigma)
                 self.axpys += 1
             branches: dict = {}
             for r in group:                              # by the next offset (None: the genome ends here)
