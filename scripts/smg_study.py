@@ -31,24 +31,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 DEPTH, WIDTH = 64, 8
-GENERATIONS, TARGET, WINDOW = 80, -25.0, 3
+GENERATIONS, TARGET, WINDOW = 150, -25.0, 3
 MUTATIONS = ("plain", "sm_g_sum", "sm_g_abs", "sm_g_so")
 NAMES = {"plain": "plain", "sm_g_sum": "SM-G-SUM", "sm_g_abs": "SM-G-ABS", "sm_g_so": "SM-G-SO"}
 SIGMAS = (0.01, 0.03, 0.1, 0.3, 1.0)
-SEEDS = tuple(range(6))
+SEEDS = tuple(range(5))
 KEEP = ("EvalEpRewMean", "GAEliteValidation", "TimestepsSoFar", "GAProbeTimesteps", "TimeElapsed")
 
 
-def config(mutation: str, sigma: float, seed: int, generations: int = GENERATIONS):
+def config(mutation: str, sigma: float, seed: int, generations: int | None = None):
     from esmpi.config import config_from_dict
 
+    generations = generations or GENERATIONS
     tree = {"strategy": {"name": "ga"},
             "run": {"seed": seed, "generations": generations, "target_return": TARGET, "target_window": WINDOW},
             "env": {"id": "esmpi/PointMass-v0"}, "policy": {"hidden": [WIDTH] * DEPTH},
             "es": {"obs_stat_fraction": 0.1}, "noise": {"size": 2_000_000, "seed": 7},
             "checks": {"replica_check_every": 0},
-            "ga": {"population": 40, "truncation": 8, "sigma": sigma, "validation_top": 4, "validation_episodes": 3,
-                   "test_episodes": 8, "mutation": mutation, "smg_states": 100}}
+            "ga": {"population": 40, "truncation": 8, "sigma": sigma, "validation_top": 4, "validation_episodes": 5,
+                   "test_episodes": 20, "mutation": mutation, "smg_states": 100}}
     return config_from_dict(tree, "<smg study>")
 
 

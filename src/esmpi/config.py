@@ -185,6 +185,14 @@ class GAConfig(_Section):
     mutation: Literal["plain", "sm_g_sum", "sm_g_abs", "sm_g_so"] = Field("plain", description="'plain': child = parent + sigma * eps. 'sm_g_sum' | 'sm_g_abs' | 'sm_g_so': safe mutations through output gradients (Lehman et al. 2017): sigma * eps divided per weight by the sensitivity of the policy's outputs over ga.smg_states states of the parent's own probe episode, clipped to +-0.2 (MLP policies only; docs/ga.md).")
     smg_states: int = Field(100, description="SM-G: recorded states per parent (a seeded sample of its probe episode's observations; authors: 100). Only read when ga.mutation is an SM-G one.")
 
+    @field_validator("smg_states")
+    @classmethod
+    def _some_states(cls, v):
+        if v < 1:
+            raise ValueError(f"SM-G needs at least one recorded state per parent, got {v}: set ga.smg_states >= 1 "
+                             "(authors: 100)")
+        return v
+
     @model_validator(mode="after")
     def _sizes(self):
         n = self.population
@@ -197,9 +205,6 @@ class GAConfig(_Section):
         if self.validation_top > n:
             raise ValueError(f"ga.validation_top = {self.validation_top} is larger than ga.population = {n}: "
                              "choose k <= N elite candidates")
-        if self.smg_states < 1:
-            raise ValueError(f"ga.smg_states = {self.smg_states}: SM-G needs at least one recorded state per parent; "
-                             "set ga.smg_states >= 1 (authors: 100)")
         if self.mutation != "plain" and (self.mode == "random_search" or self.truncation == 0):
             why = "ga.mode = 'random_search'" if self.mode == "random_search" else "ga.truncation = 0"
             raise ValueError(f"ga.mutation = '{self.mutation}' has no parents to mutate under {why}: "
