@@ -142,12 +142,13 @@ class GA(Strategy):
         return int(isinstance(s, SMGState) and s.parent_thetas.shape[0] > 0)
 
     def _smg_child(self, c, base, eps, out):
-        return self.smg.child(int(c["base"]), base, eps, c["scale"], out)
+        return self.smg.child(int(c["base"]), base, eps, c["scale"], out, int(c["offset"]))
 
     def _child_theta(self, s: GAState, parent: np.ndarray, p: int, offset: int) -> np.ndarray:
         out = np.empty(self.ctx.d, np.float32)
         if self.smg is not None:
-            return self.smg.child(p, parent, self.noise.get(int(offset), self.ctx.d), np.float32(self.sigma), out)
+            return self.smg.child(p, parent, self.noise.get(int(offset), self.ctx.d), np.float32(self.sigma), out,
+                                  int(offset))
         return mutate(out, parent, self.noise, offset, self.sigma)
 
     # ------------------------------------------------------------------ the population

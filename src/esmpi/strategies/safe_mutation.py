@@ -61,6 +61,7 @@ class SafeMutation:
         self.method, self.jacobians = METHOD[mutation], jacobians
         self.key = None
         self.per_parent: list[np.ndarray] = []
+        self.so_memo: dict = {}         # SO: (parent, offset) -> the child's sensitivity (validation re-runs children)
 
     def prepare(self, g: int, parents: np.ndarray, probe: C.Round) -> None:
         """Compute the cache for generation g from the parents' thetas (n, d) and the gathered probe round
@@ -71,7 +72,7 @@ class SafeMutation:
         if self.key == key:
             return
         cands, _ = probe.rows(C.PROBE)
-        self.per_parent = []
+        self.per_parent, self.so_memo = [], {}
         for p, c in enumerate(cands):
             states = probe.results.kept_states(int(c["index"]))
             d = parents.shape[1]
@@ -82,9 +83,15 @@ class SafeMutation:
             self.per_parent.append(G if self.method == "so" else sensitivity(G, self.method))
         self.key = key
 
-    def child(self, p: int, base: np.ndarray, eps: np.ndarray, sigma, out: np.ndarray) -> np.ndarray:
-        """``out = base + safe_mutation(base, eps, s_p, sigma)`` (float32; the same bits on every rank)."""
+    def child(self, p: int, base: np.ndarray, eps: np.ndarray, sigma, out: np.ndarray, offset: int = -1) -> np.ndarray:
+        """``out = base + safe_mutation(base, eps, s_p, sigma)`` (float32; the same bits on every rank);
+        ``offset`` (that of eps) lets SO reuse a child's sensitivity within the generation."""
         s = self.per_parent[p]
         if s.ndim == 3:                        # SO: the sensitivity along this child's direction
-            s = sensitivity(s, "so", eps)
+            memo = self.so_memo.get((p, offset)) if offset >= 0 else None
+            if memo is None:
+                memo = sensitivity(s, "so", eps)
+                if offset >= 0:
+                    self.so_memo[(p, offset)] = memo
+            s = memo
         return np.add(base, safe_mutation(base, eps, s, sigma), out=out)
