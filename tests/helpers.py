@@ -55,12 +55,24 @@ STRATEGY_CONFIGS = {
                    "es": {"shaping": None, "eval_episodes": None}},
 }
 
+# variants of a strategy that change what its state holds or how it draws (covered by the same contract
+# and world-size tests as the strategies themselves): the GA's safe mutations (SM-G) store parent thetas
+# and add a probe round
+STRATEGY_VARIANTS = {
+    **STRATEGY_CONFIGS,
+    "ga_smg_sum": {**STRATEGY_CONFIGS["ga"], "ga": {**STRATEGY_CONFIGS["ga"]["ga"], "mutation": "sm_g_sum",
+                                                     "smg_states": 10}},
+    "ga_smg_so": {**STRATEGY_CONFIGS["ga"], "ga": {**STRATEGY_CONFIGS["ga"]["ga"], "mutation": "sm_g_so",
+                                                    "smg_states": 7}},
+}
+VARIANT_NAMES = tuple(STRATEGY_VARIANTS)
+
 
 def strategy_config(name, **extra):
-    """tiny_config's PointMass run under strategy ``name``; None removes a key (another strategy's)."""
+    """tiny_config's PointMass run under strategy (or variant) ``name``; None removes a key (another strategy's)."""
     from esmpi.config import config_from_dict
 
-    sections = __import__('copy').deepcopy(STRATEGY_CONFIGS[name])
+    sections = __import__('copy').deepcopy(STRATEGY_VARIANTS[name])
     for k, v in extra.items():
         sections.setdefault(k, {}).update(v)
     cfg_tree = tiny_config().to_dict()
@@ -71,6 +83,6 @@ def strategy_config(name, **extra):
                 cfg_tree[sec].pop(k, None)
             else:
                 cfg_tree[sec][k] = v
-    if name != "openai_es":
+    if cfg_tree.get("strategy", {}).get("name", "openai_es") != "openai_es":
         cfg_tree.pop("optimizer", None)
     return config_from_dict(cfg_tree, f"<{name}>")

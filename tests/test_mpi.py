@@ -14,9 +14,8 @@ from esmpi.state import digest as state_digest
 from esmpi.objectives.gym import EnvObjective
 from esmpi.train import Trainer
 
-from esmpi.strategies import STRATEGY_NAMES
 
-from helpers import strategy_config, tiny_config
+from helpers import VARIANT_NAMES, strategy_config, tiny_config
 
 pytestmark = pytest.mark.mpi
 
@@ -51,7 +50,7 @@ def test_world_size_invariance(comm, overrides):
             assert a[k] == b[k] or (np.isnan(a[k]) and np.isnan(b[k])), k
 
 
-@pytest.mark.parametrize("name", STRATEGY_NAMES)
+@pytest.mark.parametrize("name", VARIANT_NAMES)
 def test_every_strategy_is_world_size_invariant(comm, name):
     cfg = strategy_config(name, run={"generations": 5})
     mpi, serial = _final_state(cfg, comm), _final_state(cfg, SerialComm())

@@ -12,9 +12,12 @@ A candidate's parameters are ``bases[base]`` (or a fresh initialisation addresse
 ``addr[:addr_len]``: the seed is ``seeding.episode_seed(run_seed, *addr)`` and the action-noise
 stream ``seeding.rng(run_seed, *addr)``, a pure function of the address, never of the rank.
 
-Gathered rows are float64: results ``[index, return, length, failed, bc_0 .. bc_{b-1}]`` and, for
-candidates with ``record_obs``, observation sums ``[index, count, sum_0 .. sum_{o-1}, sumsq_0 ..]``.
-``Results`` holds them sorted by index. Indices are unique within a round and stay below 2**53
+Gathered rows are float64: results ``[index, return, length, failed, bc_0 .. bc_{b-1}]``, for
+candidates with ``record_obs``, observation sums ``[index, count, sum_0 .. sum_{o-1}, sumsq_0 ..]``,
+and for candidates with ``keep_states = k`` (only a table that has some gathers them), one row
+``[index, obs_0 .. obs_{o-1}]`` per kept raw observation, in episode order (at most k per candidate;
+none if the episode failed). ``Results`` holds them sorted by index (a stable sort: the episode
+order of a candidate's states survives). Indices are unique within a round and stay below 2**53
 (exact in float64); evaluation episodes are numbered from ``EVAL_BASE``.
 """
 
@@ -43,6 +46,7 @@ CANDIDATE = np.dtype([
     ("hi", np.int64),
     ("scale", np.float32),     # sigma (ES, ARS) or the mutation power (GA)
     ("record_obs", np.bool_),  # feed the observation normaliser from this episode
+    ("keep_states", np.int32), # k > 0: also return a seeded sample of k raw observations of the episode (SM-G)
     ("addr_len", np.int8),
     ("addr", np.int64, (ADDR_MAX,)),
 ])
@@ -139,19 +143,34 @@ class Results:
     obs_count: np.ndarray
     obs_sum: np.ndarray
     obs_sumsq: np.ndarray
+    state_index: np.ndarray | None = None    # (s,) int64: the candidate of each kept state (keep_states)
+    states: np.ndarray | None = None         # (s, obs_dim) float64 raw observations, episode order per candidate
+
+    def kept_states(self, index: int) -> np.ndarray:
+        """(k, obs_dim) float64: the raw observations candidate ``index`` kept (empty: none or failed)."""
+        if self.states is None:
+            return np.zeros((0, self.obs_sum.shape[1]))
+        lo, hi = np.searchsorted(self.state_index, [index, index + 1])
+        return self.states[lo:hi]
 
     @staticmethod
-    def from_rows(rows: np.ndarray, obs_rows: np.ndarray, bc_dim: int, obs_dim: int) -> "Results":
+    def from_rows(rows: np.ndarray, obs_rows: np.ndarray, bc_dim: int, obs_dim: int,
+                  state_rows: np.ndarray | None = None) -> "Results":
         rows = rows.reshape(-1, 4 + bc_dim)
         rows = rows[np.argsort(rows[:, 0], kind="stable")]
         if np.any(np.diff(rows[:, 0]) == 0):
             raise RuntimeError("two candidates of a round share an index")   # a strategy bug, never user input
         obs_rows = obs_rows.reshape(-1, 2 + 2 * obs_dim)
         obs_rows = obs_rows[np.argsort(obs_rows[:, 0], kind="stable")]
+        kept = {}
+        if state_rows is not None:
+            state_rows = state_rows.reshape(-1, 1 + obs_dim)
+            state_rows = state_rows[np.argsort(state_rows[:, 0], kind="stable")]
+            kept = {"state_index": state_rows[:, 0].astype(np.int64), "states": state_rows[:, 1:].copy()}
         return Results(index=rows[:, 0].astype(np.int64), returns=rows[:, 1].copy(),
                        lengths=rows[:, 2].astype(np.int64), failed=rows[:, 3] != 0, bc=rows[:, 4:].copy(),
                        obs_index=obs_rows[:, 0].astype(np.int64), obs_count=obs_rows[:, 1].copy(),
-                       obs_sum=obs_rows[:, 2 : 2 + obs_dim], obs_sumsq=obs_rows[:, 2 + obs_dim :])
+                       obs_sum=obs_rows[:, 2 : 2 + obs_dim], obs_sumsq=obs_rows[:, 2 + obs_dim :], **kept)
 
     def of(self, index: np.ndarray) -> np.ndarray:
         """Positions of the given candidate indices in this result (every index must be present)."""

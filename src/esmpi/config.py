@@ -182,6 +182,16 @@ class GAConfig(_Section):
     validation_top: int = Field(10, ge=2, description="k: the top k children (generation 0), else the previous elite and the top k - 1 children, are validated; the best validation mean is the elite (authors: 10).")
     validation_episodes: int = Field(30, ge=1, description="V: validation episodes per elite candidate; counted as training timesteps, as in the paper (authors: 30).")
     test_episodes: int = Field(200, ge=0, description="Episodes of the elite per generation: its test return, the history's EvalEpRewMean; not counted in the budget (authors: 200).")
+    mutation: Literal["plain", "sm_g_sum", "sm_g_abs", "sm_g_so"] = Field("plain", description="'plain': child = parent + sigma * eps. 'sm_g_sum' | 'sm_g_abs' | 'sm_g_so': safe mutations through output gradients (Lehman et al. 2017): sigma * eps divided per weight by the sensitivity of the policy's outputs over ga.smg_states states of the parent's own probe episode, clipped to +-0.2 (MLP policies only; docs/ga.md).")
+    smg_states: int = Field(100, description="SM-G: recorded states per parent (a seeded sample of its probe episode's observations; authors: 100). Only read when ga.mutation is an SM-G one.")
+
+    @field_validator("smg_states")
+    @classmethod
+    def _some_states(cls, v):
+        if v < 1:
+            raise ValueError(f"SM-G needs at least one recorded state per parent, got {v}: set ga.smg_states >= 1 "
+                             "(authors: 100)")
+        return v
 
     @model_validator(mode="after")
     def _sizes(self):
@@ -195,6 +205,10 @@ class GAConfig(_Section):
         if self.validation_top > n:
             raise ValueError(f"ga.validation_top = {self.validation_top} is larger than ga.population = {n}: "
                              "choose k <= N elite candidates")
+        if self.mutation != "plain" and (self.mode == "random_search" or self.truncation == 0):
+            why = "ga.mode = 'random_search'" if self.mode == "random_search" else "ga.truncation = 0"
+            raise ValueError(f"ga.mutation = '{self.mutation}' has no parents to mutate under {why}: "
+                             "set ga.mutation = 'plain', or ga.mode = 'ga' with ga.truncation >= 1")
         return self
 
 
@@ -388,6 +402,10 @@ def config_from_dict(tree: dict, source: str = "<config>") -> Config:
     elif cfg.supervised:
         raise ConfigError(f"{source}: key 'supervised.{next(iter(cfg.supervised))}' needs objective.kind = "
                           f"\"supervised\" (it is {cfg.objective.kind!r}): set it, or remove the [supervised] table")
+    if cfg.strategy.name == "ga" and cfg.ga.mutation != "plain" and cfg.objective.kind != "gym":
+        raise ConfigError(f"{source}: key 'ga.mutation' = '{cfg.ga.mutation}' needs output gradients, which the "
+                          f"{cfg.objective.kind} objective's policy does not provide (SM-G supports the MLP policy "
+                          "of objective.kind = 'gym'): set ga.mutation = 'plain'")
     return cfg
 
 

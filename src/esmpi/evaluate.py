@@ -7,6 +7,14 @@ and return float64 rows ready for ``comm.allgather_rows``:
 - results ``(k, 4 + bc_dim)``: ``[index, return, length, failed, bc...]`` (failed: return -inf);
 - observation sums ``(m, 2 + 2 obs_dim)``: ``[index, count, sum..., sumsq...]`` for candidates with
   ``record_obs`` whose episode did not fail.
+- kept states (``self.kept``, ``(s, 1 + obs_dim)``): ``[index, obs...]`` for candidates with
+  ``keep_states = k > 0`` whose episode did not fail: k raw observations the policy acted on, picked
+  without replacement by ``rng(run_seed, KEEP_STATES, *addr)`` and kept in episode order (all of
+  them if the episode was shorter). The GA's safe mutations (SM-G) take a parent's recorded states
+  from them.
+
+A strategy may supply ``mutation(c, base, eps, out) -> out``: the parameters of a candidate with an
+offset, instead of ``base + sign * scale * eps`` (the GA's SM-G; ``eps`` is the full-length noise slice).
 
 TRAIN and VALIDATE episodes stop at the loop's current cutoff, EVAL and PROBE episodes at the env's
 own limit. Action noise (``es.action_noise_std``) applies to TRAIN episodes only. Nothing here
@@ -34,8 +42,9 @@ STATIC_UNIT = "episode"  # what the static schedule deals out round-robin (read 
 class Evaluator:
     """Holds the perturbation buffers (no per-episode allocation) and runs candidates."""
 
-    def __init__(self, objective, noise, run_seed: int, rank: int, use_action_noise: bool = False):
+    def __init__(self, objective, noise, run_seed: int, rank: int, use_action_noise: bool = False, mutation=None):
         self.objective, self.noise = objective, noise
+        self.mutation = mutation
         self.run_seed, self.rank = run_seed, rank
         self.use_action_noise = use_action_noise
         self.bc_dim = getattr(objective, "bc_dim", 0)
@@ -63,6 +72,8 @@ class Evaluator:
             return base
         lo, hi = int(c["lo"]), int(c["hi"])
         out = self._perturbed
+        if self.mutation is not None:
+            return self.mutation(c, base, self.noise.get(off, out.size), out)
         if lo > 0 or hi < out.size:
             out[:lo] = base[:lo]
             out[hi:] = base[hi:]
@@ -73,14 +84,21 @@ class Evaluator:
             abandon=None):
         """Evaluate candidate ``rows``; returns (results, obs rows), or None if ``abandon()`` ended one."""
         obj = self.objective
-        out, obs = [], []
+        out, obs, kept = [], [], []
         eval_episode = getattr(obj, "eval_episode", None)
         for c in rows:
             theta = self.materialize(c, bases)
             addr = C.address(c)
             seed = seeding.episode_seed(self.run_seed, *addr)
             kind = int(c["kind"])
-            if kind in (C.TRAIN, C.VALIDATE):
+            keep = int(c["keep_states"])
+            if keep:             # any kind: the episode's own limit for PROBE/EVAL, the cutoff for TRAIN
+                lim = cutoff if kind in (C.TRAIN, C.VALIDATE) else max_steps
+                r = obj.episode(theta, seed, lim, bool(c["record_obs"]), None, keep_obs=True)
+                if not r.failed and r.states is not None and len(r.states):
+                    kept.append(_sample(r.states, keep, seeding.rng(self.run_seed, seeding.KEEP_STATES, *addr),
+                                        float(c["index"])))
+            elif kind in (C.TRAIN, C.VALIDATE):
                 an_rng = seeding.rng(self.run_seed, *addr) if self.use_action_noise and kind == C.TRAIN else None
                 r = obj.episode(theta, seed, cutoff, bool(c["record_obs"]), an_rng, abandon)
                 if r is None:
@@ -99,8 +117,17 @@ class Evaluator:
             if c["record_obs"] and r.obs_count and not r.failed:
                 obs.append(np.concatenate([[float(c["index"]), r.obs_count], r.obs_sum, r.obs_sumsq]))
         w = 2 + 2 * obj.obs_dim
+        self.kept = np.concatenate(kept) if kept else np.zeros((0, 1 + obj.obs_dim))
         return (np.array(out, dtype=np.float64).reshape(len(out), 4 + self.bc_dim),
                 np.array(obs, dtype=np.float64).reshape(len(obs), w))
+
+
+def _sample(states: np.ndarray, k: int, rng: np.random.Generator, index: float) -> np.ndarray:
+    """(min(k, n), 1 + obs_dim) rows ``[index, obs...]``: k of the n states without replacement, in episode order."""
+    states = np.asarray(states, np.float64)
+    n = states.shape[0]
+    pick = np.arange(n) if n <= k else np.sort(rng.choice(n, size=k, replace=False))
+    return np.concatenate([np.full((pick.size, 1), index), states[pick]], axis=1)
 
 
 def fresh_theta(objective, run_seed: int, init: int) -> np.ndarray:

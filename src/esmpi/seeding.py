@@ -29,6 +29,8 @@ NS_MEMBER = 16       # (g,) -> which novelty-search member is updated in generat
 NS_BC = 17           # (g, member, episode) -> seed of a behaviour-characterisation episode of a member
 MINIBATCH = 18       # (g,) or (g, block, pair) -> the training mini-batch of an ES candidate (es.batch_mode)
 BUCKET = 19          # (g, block) -> which parameter bucket each pair perturbs (es.perturb_bucket)
+GA_PROBE = 20        # (g, p) -> reset seed of parent p's probe episode (SM-G's recorded states)
+KEEP_STATES = 21     # (*address of an episode) -> which of its observations a keep_states candidate keeps
 
 
 def rng(seed: int, purpose: int, *indices: int) -> np.random.Generator:

@@ -91,7 +91,8 @@ class Trainer:
         self.strategy = strategies.make(cfg, context(cfg, objective))
         self.noise = NoiseTable(cfg.noise.size, cfg.noise.seed, comm, stop_requested=stop_requested)
         self.strategy.attach(self.noise, comm.node_shared_array, comm.node_barrier,
-                             fresh=lambda init: fresh_theta(objective, cfg.run.seed, init))
+                             fresh=lambda init: fresh_theta(objective, cfg.run.seed, init),
+                             jacobians=getattr(objective, "output_jacobians", None))
         # the update's noise sum: split over the ranks of a node (same bits, 1/k of the reading each)
         self.summer = NodeSplitSum(self.noise, comm, d) if getattr(comm, "node_size", 1) > 1 else self.noise
         self.max_steps = objective.max_episode_steps
@@ -101,7 +102,7 @@ class Trainer:
         self.history: list[dict] = list(history or [])
         self.sinks = list(sinks) if comm.rank == 0 else []
         self.evaluator = Evaluator(objective, self.noise, cfg.run.seed, comm.rank,
-                                   use_action_noise=cfg.es.action_noise_std > 0)
+                                   use_action_noise=cfg.es.action_noise_std > 0, mutation=self.strategy.mutation)
         self.time_offset = time_offset
         self.resumes = list(resumes or [])   # one record per resume: generation, world size, config changes
         self.stop_requested = stop_requested or (lambda: False)
@@ -147,13 +148,15 @@ class Trainer:
         comm.wait_for_all()
         R = comm.allgather_rows(rows)
         O = comm.allgather_rows(obs)
+        # kept raw states (SM-G's recorded states): gathered only for a table that asks for them
+        S = comm.allgather_rows(ev.kept) if cand["keep_states"].any() else None
         if self.steal:           # every rank rebuilds every rank's extra candidates from (index, offset)
             from .strategies.antithetic import extra_rows
             X = comm.allgather_rows(extra).reshape(-1, 2)
             X = X[np.argsort(X[:, 0], kind="stable")]
             cand = np.concatenate([cand, extra_rows(X[:, 0].astype(np.int64), X[:, 1].astype(np.int64),
                                                     self.cfg.es.noise_stdev, self.objective.num_params)])
-        res = C.Results.from_rows(R, O, getattr(self.objective, "bc_dim", 0), self.objective.obs_dim)
+        res = C.Results.from_rows(R, O, getattr(self.objective, "bc_dim", 0), self.objective.obs_dim, S)
         return C.Round(cand, res), tb
 
     def generation(self) -> dict:

@@ -22,3 +22,4 @@ class EpisodeResult:
     obs_sumsq: np.ndarray | None = None
     obs_count: int = 0
     bc: np.ndarray | None = None          # (bc_dim,) float64 behaviour characterisation, when the objective has one
+    states: np.ndarray | None = None      # (length, obs_dim) float64 raw observations the policy acted on (keep_obs)

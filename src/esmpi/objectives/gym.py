@@ -5,8 +5,11 @@ The objective interface every objective offers (see ``esmpi.objectives``):
 - ``num_params``, ``obs_dim`` (0 = no observation normalisation), ``bc_dim``, ``max_episode_steps``
 - ``initial_theta(rng) -> (num_params,) float32``
 - ``set_obs_norm(mean, std)`` before a generation's episodes
-- ``episode(theta, seed, cutoff, record_obs, action_noise_rng, abandon=None) -> EpisodeResult | None``
-  (``abandon``: polled during long episodes; True ends the episode with None, for the 'steal' schedule)
+- ``episode(theta, seed, cutoff, record_obs, action_noise_rng, abandon=None, keep_obs=False) -> EpisodeResult | None``
+  (``abandon``: polled during long episodes; True ends the episode with None, for the 'steal' schedule;
+  ``keep_obs``: the result's ``states`` holds every raw observation the policy acted on)
+- ``output_jacobians(theta, obs) -> (n_out, T, d)``: gradients of the policy's raw outputs on raw
+  observations under the current normalisation (the GA's safe mutations, SM-G)
 
 Episode conventions: ``esmpi.objectives.episode``. The only gymnasium import stays in ``envs.py``.
 """
@@ -61,12 +64,22 @@ class EnvObjective:
     def set_obs_norm(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.policy.set_obs_norm(mean, std)
 
+    def output_jacobians(self, theta: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """(n_out, T, d) float32 gradients of the raw outputs at raw observations ``obs`` (T, obs_dim),
+        normalised as the policy does now (``set_obs_norm``): ``esmpi.policies.sensitivity.jacobians``."""
+        from ..policies.sensitivity import jacobians, normalized_inputs
+
+        p = self.policy
+        return jacobians(self.spec, theta, normalized_inputs(obs, p.mean, p.std, p.obs_clip))
+
     def episode(self, theta: np.ndarray, seed: int, cutoff: int, record_obs: bool = False,
-                action_noise_rng: np.random.Generator | None = None, abandon=None) -> EpisodeResult | None:
+                action_noise_rng: np.random.Generator | None = None, abandon=None,
+                keep_obs: bool = False) -> EpisodeResult | None:
         """One episode; ``abandon()`` (polled every 64 steps) returning True ends it early with None."""
         policy, env = self.policy, self.env
         policy.set_theta(theta)
         noisy = action_noise_rng is not None and self.action_noise_std > 0 and self._continuous
+        kept = [] if keep_obs else None
         if record_obs:
             s = np.zeros(self.obs_dim)
             ss = np.zeros(self.obs_dim)
@@ -82,6 +95,8 @@ class EnvObjective:
                 if record_obs:
                     s += obs
                     ss += np.square(obs)
+                if keep_obs:
+                    kept.append(np.array(obs, np.float64))
                 if noisy:
                     a = np.clip(a + self.action_noise_std * action_noise_rng.standard_normal(a.shape),
                                 policy._low, policy._high).astype(np.float32)
@@ -101,9 +116,10 @@ class EnvObjective:
             bc = self._bc()
             if not (math.isfinite(bc[0]) and math.isfinite(bc[1])):
                 return EpisodeResult(-math.inf, t, True, f"non-finite behaviour characterisation {bc.tolist()}")
+        states = np.array(kept, np.float64).reshape(-1, self.obs_dim) if keep_obs else None
         if record_obs:
-            return EpisodeResult(ret, t, False, "", s, ss, t, bc)
-        return EpisodeResult(ret, t, bc=bc)
+            return EpisodeResult(ret, t, False, "", s, ss, t, bc, states)
+        return EpisodeResult(ret, t, bc=bc, states=states)
 
     def close(self):
         self.env.close()

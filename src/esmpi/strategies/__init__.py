@@ -15,7 +15,9 @@ The protocol, called by ``train.Trainer.generation`` on every rank with identica
   ``fill_here`` fills it, then everyone calls ``barrier``). These are the only rank-aware hooks, and
   what they fill must be the same bits on every node; ``fresh(i) -> (d,) float32``: the objective's
   initialisation addressed ``(INIT_THETA, i)``, the one a candidate with ``base == -1, init == i`` gets
-  (the GA rebuilds genomes from it; novelty search starts its members with it);
+  (the GA rebuilds genomes from it; novelty search starts its members with it); ``jacobians(theta,
+  obs) -> (n_out, T, d)``: the policy's output gradients at raw observations under the current
+  normalisation, or None when the objective has none (the GA's safe mutations);
 - ``init(theta0) -> state``: theta0 (d,) float32 from ``objective.initial_theta``; a strategy that
   starts several parameter vectors (novelty search's members) may call ``self.fresh(i)`` (None when
   only a checkpoint template is built, where the values do not matter);
@@ -50,13 +52,16 @@ class Strategy:
     history_keys: tuple[str, ...] = ()   # strategy-specific history columns (besides metrics.HISTORY_KEYS)
     accepts_steal = False                # may run with es.schedule = "steal" (results then depend on timing)
     counts_validation = True             # VALIDATE episodes count towards the timestep budget
+    mutation = None                      # or (c, base, eps, out) -> out: materialise a candidate with an offset
+                                         # instead of base + sign * scale * eps (the Evaluator's hook; GA SM-G)
 
     def __init__(self, cfg, ctx: Context):
         self.cfg, self.ctx = cfg, ctx
         self.fresh = None      # i -> (d,) float32, the objective's initialisation (INIT_THETA, i); set by attach
 
-    def attach(self, noise, alloc=None, barrier=None, fresh=None) -> None:
+    def attach(self, noise, alloc=None, barrier=None, fresh=None, jacobians=None) -> None:
         self.noise = noise
+        self.jacobians = jacobians
         self.alloc = alloc or (lambda n, dtype: (np.empty(n, dtype), True))
         self.barrier = barrier or (lambda: None)
         self.fresh = fresh

@@ -32,6 +32,11 @@ same run, bit for bit (a test checks it).
 State: the genomes of the T parents and of the elite (``genome.py``), the elite's validation mean,
 and the elite's theta (d,) float32: the policy ``load_policy``/``esmpi eval`` deploy without
 rebuilding a noise table. The parents' thetas are a derived cache, never stored.
+
+Safe mutations (``ga.mutation = "sm_g_*"``, ``safe_mutation.py``): a generation with parents starts
+with a probe round (round 0: one episode per parent keeping its recorded states), so the children
+are round 1 and the validation round 2; children are ``parent + safe_mutation(...)``, and the state
+(``SMGState``) also stores the parents' thetas, since genomes no longer rebuild them.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from ..state import NONFINITE, VAR
 from ..metrics import l2norm
 from . import Strategy
 from .genome import ParentCache, mutate, pack, unpack
+from .safe_mutation import SafeMutation, probe_table
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,13 @@ class GAState:
         return {"elite_genome_bytes": int(self.elite.size) * 8, "elite_param_bytes": 4 * d, "ratio": 4 * d / elite,
                 "stored_genome_bytes": 8 * int(self.parents.size + self.elite.size),
                 "stored_param_bytes_if_not": 4 * d * (n_par + 1)}
+
+
+@dataclass(frozen=True)
+class SMGState(GAState):
+    """``GAState`` plus the parents' parameters, under SM-G (whose children genomes cannot rebuild)."""
+
+    parent_thetas: np.ndarray = field(default=None, metadata=VAR)   # (T', d) float32: row p = parent p (0: the elite)
 
 
 def order_by_fitness(returns: np.ndarray, failed: np.ndarray) -> np.ndarray:
@@ -93,23 +106,50 @@ class GA(Strategy):
         self.N, self.k, self.V, self.sigma = a.population, a.validation_top, a.validation_episodes, a.sigma
         self.T = 0 if a.mode == "random_search" else a.truncation
         self.cache: ParentCache | None = None
+        self.smg: SafeMutation | None = None
+        if a.mutation != "plain":
+            self.history_keys = GA.history_keys + ("GAProbeTimesteps",)
 
-    def attach(self, noise, alloc=None, barrier=None, fresh=None) -> None:
-        super().attach(noise, alloc, barrier, fresh)
-        self.cache = ParentCache(self.T, self.ctx.d, noise, fresh, self.sigma, self.alloc, self.barrier) if self.T else None
+    def attach(self, noise, alloc=None, barrier=None, fresh=None, jacobians=None) -> None:
+        super().attach(noise, alloc, barrier, fresh, jacobians)
+        if self.cfg.ga.mutation != "plain":
+            self.smg = SafeMutation(self.cfg.ga.mutation, jacobians)
+            self.mutation = self._smg_child        # Evaluator's hook: children materialise safely
+        elif self.T:
+            self.cache = ParentCache(self.T, self.ctx.d, noise, fresh, self.sigma, self.alloc, self.barrier)
 
     def describe(self) -> str:
         return f"GA population {self.N}, truncation {self.T}" if self.T else f"random search, population {self.N}"
 
     def init(self, theta0: np.ndarray) -> GAState:
         e = np.zeros(0, np.int64)
-        return GAState(np.asarray(theta0, np.float32).copy(), e, e.copy(), np.zeros(self.T, np.int64))
+        s = GAState(np.asarray(theta0, np.float32).copy(), e, e.copy(), np.zeros(self.T, np.int64))
+        if self.cfg.ga.mutation != "plain":
+            s = SMGState(**vars(s), parent_thetas=np.zeros((0, self.ctx.d), np.float32))
+        return s
 
     def bases(self, s: GAState) -> np.ndarray:
+        if isinstance(s, SMGState):
+            return s.parent_thetas
         genomes = s.genomes()
         if not genomes:
             return np.zeros((0, self.ctx.d), np.float32)
         return self.cache.rows(genomes)
+
+    # ------------------------------------------------------------------ SM-G (safe_mutation.py)
+    def probes(self, s: GAState) -> int:
+        """1 if generations of this state start with SM-G's probe round (SM-G and parents), else 0."""
+        return int(isinstance(s, SMGState) and s.parent_thetas.shape[0] > 0)
+
+    def _smg_child(self, c, base, eps, out):
+        return self.smg.child(int(c["base"]), base, eps, c["scale"], out, int(c["offset"]))
+
+    def _child_theta(self, s: GAState, parent: np.ndarray, p: int, offset: int) -> np.ndarray:
+        out = np.empty(self.ctx.d, np.float32)
+        if self.smg is not None:
+            return self.smg.child(p, parent, self.noise.get(int(offset), self.ctx.d), np.float32(self.sigma), out,
+                                  int(offset))
+        return mutate(out, parent, self.noise, offset, self.sigma)
 
     # ------------------------------------------------------------------ the population
     def children(self, s: GAState, g: int) -> dict:
@@ -145,14 +185,21 @@ class GA(Strategy):
 
     def choose_elite(self, s: GAState, g: int, rounds) -> tuple[int, np.ndarray]:
         """(individual of the new elite (-1: the previous one), validation means of the candidates)."""
-        cand = self.elite_candidates(s, g, rounds[0])
-        _, pos = rounds[1].rows(C.VALIDATE)
-        means = validation_means(rounds[1].results.returns[pos], rounds[1].results.failed[pos], self.V)
+        k = self.probes(s)
+        cand = self.elite_candidates(s, g, rounds[k])
+        _, pos = rounds[k + 1].rows(C.VALIDATE)
+        means = validation_means(rounds[k + 1].results.returns[pos], rounds[k + 1].results.failed[pos], self.V)
         return int(cand[int(np.argmax(means))]), means    # argmax: the first of equal maxima
 
     def ask(self, s: GAState, g: int, r: int, prior: list):
         kids = self.children(s, g)
         n = kids["base"].size
+        k = self.probes(s)
+        if k and r == 0:
+            return probe_table(g, s.parent_thetas.shape[0], self.ctx.d, self.cfg.ga.smg_states)
+        if k:
+            self.smg.prepare(g, s.parent_thetas, prior[0])
+            r, prior = r - 1, prior[1:]
         if r == 0:
             t = C.table(n)
             t["index"] = t["slot"] = np.arange(n)
@@ -185,6 +232,9 @@ class GA(Strategy):
         who, means = self.choose_elite(s, g, rounds)
         parents = s.genomes()
         cache = self.bases(s)
+        k = self.probes(s)
+        if k:
+            self.smg.prepare(g, s.parent_thetas, rounds[0])
 
         def genome(i):
             if kids["offset"][i] < 0:
@@ -198,13 +248,20 @@ class GA(Strategy):
             if kids["offset"][who] < 0:
                 theta = np.array(self.fresh(int(kids["init"][who])), np.float32)
             else:
-                theta = mutate(np.empty(self.ctx.d, np.float32), cache[kids["base"][who]], self.noise,
-                               kids["offset"][who], self.sigma)
+                theta = self._child_theta(s, cache[kids["base"][who]], int(kids["base"][who]), kids["offset"][who])
+        thetas = None
         if self.T:
-            _, pos = rounds[0].rows(C.TRAIN)
-            order = order_by_fitness(rounds[0].results.returns[pos], rounds[0].results.failed[pos])
-            chosen = [elite] + [genome(i) for i in order[: self.T] if i != who][: self.T - 1]
+            _, pos = rounds[k].rows(C.TRAIN)
+            order = order_by_fitness(rounds[k].results.returns[pos], rounds[k].results.failed[pos])
+            rest = [i for i in order[: self.T] if i != who][: self.T - 1]
+            chosen = [elite] + [genome(i) for i in rest]
             flat, lengths = pack(chosen)
+            if self.smg is not None:      # SM-G: the parents' thetas are state (their genomes do not rebuild them)
+                def child_theta(i):
+                    if kids["offset"][i] < 0:
+                        return np.asarray(self.fresh(int(kids["init"][i])), np.float32)
+                    return self._child_theta(s, cache[kids["base"][i]], int(kids["base"][i]), kids["offset"][i])
+                thetas = np.stack([theta] + [child_theta(i) for i in rest]).astype(np.float32, copy=False)
         else:
             flat, lengths = np.zeros(0, np.int64), np.zeros(0, np.int64)
         best = float(means.max())
@@ -212,4 +269,8 @@ class GA(Strategy):
                  if np.isfinite(means).any() else math.nan, "GAEliteNew": int(who >= 0),
                  "GAGenomeLength": int(elite.size), "Norm": l2norm(theta),
                  "GradNorm": math.nan, "UpdateRatio": math.nan}
-        return GAState(theta, np.asarray(elite, np.int64), flat, lengths, best), stats
+        new = GAState(theta, np.asarray(elite, np.int64), flat, lengths, best)
+        if self.smg is None:
+            return new, stats
+        stats["GAProbeTimesteps"] = int(rounds[0].results.lengths.sum()) if k else 0
+        return SMGState(**vars(new), parent_thetas=thetas), stats

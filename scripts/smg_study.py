@@ -1,0 +1,192 @@
+"""The SM-G study of docs/robustness.md section 3: the Deep GA with plain mutation against safe mutations
+(SM-G-SUM, SM-G-ABS, SM-G-SO) on a deep narrow tanh MLP, over mutation powers and seeds.
+
+    PYTHONPATH=src .venv/bin/python scripts/smg_study.py runs   --out results/smg     # 1 rank per run, resumable
+    PYTHONPATH=src .venv/bin/python scripts/smg_study.py report --out results/smg --figure docs/robustness/smg.png
+
+``runs`` trains every (mutation, sigma, seed) of the grid below in this process (one rank: the runs are
+bitwise the same at any world size), one after the other, and writes ``<out>/runs/<name>.json``: the
+config, a per-generation history (test return, elite validation, timesteps, probe timesteps) and a
+summary (solved, generation and timesteps at the first success, wall time). A run whose file exists is
+skipped, so an interrupted sweep is continued by running it again. No checkpoints are written.
+``report`` reads those files only and writes ``<out>/table.md`` and the figure.
+
+The task: ``esmpi/PointMass-v0`` (2-D point mass, 50 steps) with a tanh MLP of ``DEPTH`` hidden layers
+of ``WIDTH`` units. Success = the trailing ``WINDOW``-generation mean of the elite's test return reaches
+``TARGET`` (``run.target_return``: the run stops there) within ``GENERATIONS`` generations. -25 needs
+feedback control: the best constant action scores about -41, a hand-tuned PD controller -18.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+DEPTH, WIDTH = 64, 8
+GENERATIONS, TARGET, WINDOW = 150, -25.0, 3
+MUTATIONS = ("plain", "sm_g_sum", "sm_g_abs", "sm_g_so")
+NAMES = {"plain": "plain", "sm_g_sum": "SM-G-SUM", "sm_g_abs": "SM-G-ABS", "sm_g_so": "SM-G-SO"}
+SIGMAS = (0.01, 0.03, 0.1, 0.3, 1.0)
+SEEDS = tuple(range(5))
+KEEP = ("EvalEpRewMean", "GAEliteValidation", "TimestepsSoFar", "GAProbeTimesteps", "TimeElapsed")
+
+
+def config(mutation: str, sigma: float, seed: int, generations: int | None = None):
+    from esmpi.config import config_from_dict
+
+    generations = generations or GENERATIONS
+    tree = {"strategy": {"name": "ga"},
+            "run": {"seed": seed, "generations": generations, "target_return": TARGET, "target_window": WINDOW},
+            "env": {"id": "esmpi/PointMass-v0"}, "policy": {"hidden": [WIDTH] * DEPTH},
+            "es": {"obs_stat_fraction": 0.1}, "noise": {"size": 2_000_000, "seed": 7},
+            "checks": {"replica_check_every": 0},
+            "ga": {"population": 40, "truncation": 8, "sigma": sigma, "validation_top": 4, "validation_episodes": 5,
+                   "test_episodes": 20, "mutation": mutation, "smg_states": 100}}
+    return config_from_dict(tree, "<smg study>")
+
+
+def name(mutation: str, sigma: float, seed: int) -> str:
+    return f"{mutation}-sigma{sigma:g}-s{seed}"
+
+
+def first_success(evals: list[float]) -> int | None:
+    """Generation (history row) at which the trailing WINDOW mean of the test return first reached TARGET."""
+    for g in range(WINDOW - 1, len(evals)):
+        w = evals[g - WINDOW + 1 : g + 1]
+        if all(math.isfinite(x) for x in w) and sum(w) / WINDOW >= TARGET:
+            return g
+    return None
+
+
+def run_one(mutation: str, sigma: float, seed: int, out: Path) -> None:
+    from esmpi.comm import SerialComm
+    from esmpi.objectives.gym import EnvObjective
+    from esmpi.train import Trainer
+
+    path = out / "runs" / f"{name(mutation, sigma, seed)}.json"
+    if path.exists():
+        return
+    cfg = config(mutation, sigma, seed)
+    t0, c0 = time.time(), time.process_time()
+    tr = Trainer(cfg, EnvObjective(cfg), SerialComm())
+    tr.run()
+    hist = [{k: h.get(k, math.nan) for k in KEEP} for h in tr.history]
+    evals = [h["EvalEpRewMean"] for h in hist]
+    g = first_success(evals)
+    summary = {"mutation": mutation, "sigma": sigma, "seed": seed, "solved": g is not None, "generation": g,
+               "timesteps": hist[g]["TimestepsSoFar"] if g is not None else None,
+               "probe_timesteps": float(np.nansum([h["GAProbeTimesteps"] for h in hist])),
+               "generations_run": len(hist), "best_eval": float(np.nanmax(evals)) if len(evals) > 1 else math.nan,
+               "wall_s": round(time.time() - t0, 2), "cpu_s": round(time.process_time() - c0, 2),
+               "num_params": tr.objective.num_params}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"config": cfg.to_dict(), "summary": summary, "history": hist}, allow_nan=True))
+    tmp.replace(path)
+    print(f"{path.name}: solved={summary['solved']} gen={g} best={summary['best_eval']:.1f} "
+          f"cpu={summary['cpu_s']}s", flush=True)
+
+
+def runs(out: Path, mutations, sigmas, seeds) -> None:
+    for seed in seeds:                 # seeds outermost: a cut-short sweep still covers every cell evenly
+        for sigma in sigmas:
+            for m in mutations:
+                run_one(m, sigma, seed, out)
+
+
+def load(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+
+
+def table(data: list[dict]) -> str:
+    cells: dict = {}
+    for d in data:
+        s = d["summary"]
+        cells.setdefault((s["mutation"], s["sigma"]), []).append(s)
+    sigmas = sorted({k[1] for k in cells})
+    muts = [m for m in MUTATIONS if any(k[0] == m for k in cells)]
+    lines = [f"Solved / runs (median generation of the first success) on esmpi/PointMass-v0, tanh MLP "
+             f"{DEPTH} x {WIDTH}, target {TARGET:g} (trailing {WINDOW}-generation mean of the elite's test return) "
+             f"within {GENERATIONS} generations.", "",
+             "| mutation | " + " | ".join(f"sigma {s:g}" for s in sigmas) + " | all |",
+             "|---|" + "---:|" * (len(sigmas) + 1)]
+    for m in muts:
+        row, tot, n = [], 0, 0
+        for s in sigmas:
+            c = cells.get((m, s), [])
+            ok = [x["generation"] for x in c if x["solved"]]
+            tot, n = tot + len(ok), n + len(c)
+            row.append(f"{len(ok)}/{len(c)}" + (f" ({int(np.median(ok))})" if ok else "") if c else "-")
+        lines.append(f"| {NAMES[m]} | " + " | ".join(row) + f" | {tot}/{n} |")
+    cpu = sum(d["summary"]["cpu_s"] for d in data)
+    lines += ["", f"{len(data)} runs, {cpu / 60:.1f} CPU-minutes in total (1 rank each)."]
+    return "\n".join(lines) + "\n"
+
+
+def figure(data: list[dict], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2))
+    a1, a2 = fig.subplots(1, 2)
+    sigmas = sorted({d["summary"]["sigma"] for d in data})
+    for m in MUTATIONS:
+        rows = [d["summary"] for d in data if d["summary"]["mutation"] == m]
+        if not rows:
+            continue
+        rate = [np.mean([r["solved"] for r in rows if r["sigma"] == s]) if any(r["sigma"] == s for r in rows)
+                else np.nan for s in sigmas]
+        a1.plot(sigmas, rate, marker="o", label=NAMES[m])
+        best = max(sigmas, key=lambda s: np.nan_to_num(rate[sigmas.index(s)]))
+        for d in data:
+            s = d["summary"]
+            if s["mutation"] == m and s["sigma"] == best:
+                ev = np.array([h["EvalEpRewMean"] for h in d["history"]], float)
+                a2.plot(np.arange(ev.size), ev, color=a1.lines[-1].get_color(), alpha=0.5, lw=1,
+                        label=f"{NAMES[m]}, sigma {best:g}" if s["seed"] == 0 else None)
+    a1.set_xscale("log")
+    a1.set_xlabel("mutation power sigma")
+    a1.set_ylabel("fraction of seeds solved")
+    a1.set_ylim(-0.05, 1.05)
+    a1.legend()
+    a1.set_title(f"GA on PointMass, tanh MLP {DEPTH} x {WIDTH}")
+    a2.axhline(TARGET, color="k", ls=":", lw=1)
+    a2.set_ylim(-120, 0)
+    a2.set_xlabel("generation")
+    a2.set_ylabel("elite's test return")
+    a2.set_title("each mutation at its best sigma (every seed)")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=("runs", "report"))
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "smg")
+    ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "robustness" / "smg.png")
+    ap.add_argument("--mutations", default=",".join(MUTATIONS))
+    ap.add_argument("--sigmas", default=",".join(map(str, SIGMAS)))
+    ap.add_argument("--seeds", type=int, default=len(SEEDS))
+    ap.add_argument("--generations", type=int, default=GENERATIONS, help="budget per run (a pilot's)")
+    a = ap.parse_args(argv)
+    globals()["GENERATIONS"] = a.generations
+    if a.what == "runs":
+        runs(a.out, a.mutations.split(","), [float(x) for x in a.sigmas.split(",")], range(a.seeds))
+    else:
+        data = load(a.out)
+        (a.out / "table.md").write_text(table(data))
+        figure(data, a.figure)
+        print(table(data))
+
+
+if __name__ == "__main__":
+    main()
