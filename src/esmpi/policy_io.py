@@ -132,7 +132,7 @@ class LoadedAtariPolicy:
 
         cfg = ck["config"]
         self.path, self.config, self.generation = path, ck["config_json"], ck["state"].generation
-        self._obj = make(cfg)
+        self._obj = self.objective = make(cfg)      # the AtariObjective: its env, settings and CNN
         self._obj.set_objective_state(ck["state"].extra)
         self.theta = ck["state"].theta
         if self._obj.num_params != self.theta.size:

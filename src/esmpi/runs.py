@@ -33,6 +33,21 @@ class RunData:
     def state(self):
         return self.ck["state"]
 
+    @property
+    def objective_kind(self) -> str:
+        """'gym', 'atari' or 'supervised' (the config's objective.kind)."""
+        obj = self.config.get("objective")
+        return str(obj.get("kind", "gym")) if isinstance(obj, dict) else "gym"
+
+    @property
+    def task(self) -> str:
+        """What the run learns, for titles and tables: 'atari-GAME', the env id, or the data set."""
+        if self.objective_kind == "atari":
+            return f"atari-{(self.config.get('atari') or {}).get('game', 'pong')}"
+        if self.objective_kind == "supervised":
+            return str((self.config.get("supervised") or {}).get("data", "supervised"))
+        return str((self.config.get("env") or {}).get("id", "?"))
+
     def column(self, key: str) -> np.ndarray:
         return np.array([h.get(key, np.nan) for h in self.history], dtype=np.float64)
 
