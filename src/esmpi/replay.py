@@ -212,7 +212,7 @@ def _check_video_output(out: Path) -> str:
 class VideoWriter:
     """Frames (H, W, 3) uint8 to a GIF (Pillow) or an MP4 (imageio-ffmpeg) at ``fps``; ``close()`` writes.
     GIF delays are in 1/100 s, and Pillow merges identical consecutive frames (adding their delays):
-    the file's total duration is always frames / fps."""
+    the file's total duration is frames / fps (to 10 ms), the way to count its frames."""
 
     def __init__(self, out: Path, kind: str, fps: float):
         self.out, self.fps, self.n = out, fps, 0
@@ -243,9 +243,12 @@ class VideoWriter:
         if self._writer is not None:
             self._writer.close()
         elif self._frames:
+            # each delay a whole number of 1/100 s, cumulated so the total is n / fps to 10 ms (15 fps: 70, 60, 70, ...)
+            ends = [10 * round(100 * (k + 1) / self.fps) for k in range(len(self._frames))]
+            delays = [b - a for a, b in zip([0] + ends[:-1], ends)]
             try:
                 self._frames[0].save(self.out, save_all=True, append_images=self._frames[1:],
-                                     duration=round(1000 / self.fps), loop=0, optimize=False)
+                                     duration=delays, loop=0, optimize=False)
             except OSError as e:
                 from .analyze import write_error
                 raise write_error(self.out, e) from None
