@@ -137,3 +137,18 @@ def test_an_atari_checkpoint_loaded_as_a_mujoco_one_is_a_one_line_error(runs, tm
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "objective.kind = 'atari' run, the job is objective.kind = 'gym'" in r.stderr
+
+
+def test_vbn_probe_counts_actions_of_perturbed_thetas_with_and_without_vbn(runs, tmp_path):
+    from esmpi.atari import probe
+
+    a = probe.probe(str(runs["es"]), k=2, n_frames=16, steps=20)
+    assert a == probe.probe(str(runs["es"]), k=2, n_frames=16, steps=20)     # addressed draws: same numbers
+    assert [r["vbn"] for r in a["rows"]] == [True, False] and a["rows"][0]["sigma"] == 0.02
+    for r in a["rows"]:
+        assert len(r["per_theta"]) == 2 and 1 <= r["frames_distinct_mean"] <= 6 and 0 <= r["play_one_action"] <= 1
+        assert all(p["play_steps"] == 20 for p in r["per_theta"])
+    assert "| space_invaders es: generation 2 | on | 2 | 0.02 |" in probe.format_rows(a)
+    bad = tmp_path / "gym.toml"
+    bad.write_text('[env]\nid = "Hopper-v5"\n')
+    assert probe.main([str(bad)]) == 2
