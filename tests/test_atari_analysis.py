@@ -126,6 +126,13 @@ def test_plot_draws_atari_runs_of_every_strategy(runs, tmp_path):
     assert r.returncode == 0 and "3 run(s) in 3 group(s)" in r.stdout, r.stderr
     assert (tmp_path / "c.png").stat().st_size > 10_000
     assert analyze._default_title([analyze.load_run(runs["es"])]) == "atari-space_invaders: 1 run(s)"
+    bare = tmp_path / "es-no-checkpoints"          # committed results keep only config.toml + progress.jsonl
+    bare.mkdir()
+    for f in ("config.toml", "progress.jsonl"):
+        (bare / f).write_bytes((runs["es"] / f).read_bytes())
+    r = _cli("plot", bare, runs["ga"], "-o", tmp_path / "d.png", "--x", "generation")
+    assert r.returncode == 0 and "2 run(s) in 2 group(s)" in r.stdout, r.stderr
+    assert analyze.load_run(bare, history_only=True).history == analyze.load_run(runs["es"]).history
 
 
 def test_an_atari_checkpoint_loaded_as_a_mujoco_one_is_a_one_line_error(runs, tmp_path):

@@ -114,7 +114,7 @@ def _info(args) -> int:
 def _plot(args) -> int:
     from . import analyze
 
-    runs = [analyze.load_run(r) for r in args.run]
+    runs = [analyze.load_run(r, history_only=True) for r in args.run]
     fig = analyze.plot_runs(runs, x=args.x, title=args.title)
     out = analyze.save_figure(fig, args.out, dpi=args.dpi)
     groups = analyze.group_runs(runs)

@@ -95,12 +95,33 @@ def load_sgd_run(path: str | Path) -> RunData:
                    config, history, path.name)
 
 
-def load_run(run: str | Path, checkpoint: str | Path | None = None) -> RunData:
+def load_progress_run(path: Path) -> RunData:
+    """A run directory without checkpoints (e.g. committed results whose checkpoints are too large to
+    keep: results/atari/) as a ``RunData`` for the curves: config.toml and progress.jsonl only."""
+    import tomllib
+
+    try:
+        config = tomllib.loads((path / "config.toml").read_text())
+        history = [json.loads(line) for line in (path / "progress.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        from .errors import EsmpiError
+        raise EsmpiError(f"{path}: no checkpoint, and config.toml/progress.jsonl are unreadable ({e})") from None
+    return RunData(path, path / "progress.jsonl", path, {"attrs": {}, "state": None, "history": history},
+                   config, history, path.name)
+
+
+def load_run(run: str | Path, checkpoint: str | Path | None = None, history_only: bool = False) -> RunData:
+    """The run or checkpoint ``run`` names. ``history_only`` (for curves): a run directory without any
+    checkpoint but with config.toml and progress.jsonl is read from those two files."""
     from . import checkpoint as _ck
 
     source = Path(run)
     if checkpoint is None and is_sgd_dir(source):
         return load_sgd_run(source)
+    if (history_only and checkpoint is None and source.is_dir() and not (source / "latest.h5").exists()
+            and not list((source / "checkpoints").glob("*.h5")) and (source / "config.toml").is_file()
+            and (source / "progress.jsonl").is_file()):
+        return load_progress_run(source)
     path = resolve_checkpoint(source, checkpoint)
     ck = _ck.load(path)
     run_dir = source if source.is_dir() else _run_dir_of(path)
