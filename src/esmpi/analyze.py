@@ -35,6 +35,24 @@ HIGHLIGHT_KEYS = [
     "es.action_noise_std", "optimizer.name", "optimizer.stepsize", "noise.size", "strategy.name", "ga.mode",
     "ga.population", "ga.truncation", "ga.sigma", "ga.validation_top", "ga.validation_episodes", "ga.test_episodes",
 ]
+# keys that mean nothing for pixels (the CNN is configured in [atari]; VBN instead of observation statistics)
+ATARI_SKIP = ("policy.", "es.obs_stat_fraction", "es.action_noise_std")
+
+
+def atari_summary(rd: RunData) -> dict | None:
+    """The [atari] settings and the VBN reference batch held in the state (shape, dtype, sha256), or None."""
+    if rd.objective_kind != "atari":
+        return None
+    import hashlib
+
+    out = {"settings": dict(rd.config.get("atari") or {})}
+    ref = (rd.state.extra or {}).get("vbn_ref_batch") if rd.state is not None else None
+    if ref is not None:
+        ref = np.ascontiguousarray(ref)
+        out["vbn_ref_batch"] = {"shape": list(ref.shape), "dtype": str(ref.dtype),
+                                "sha256": hashlib.sha256(ref.tobytes()).hexdigest(),
+                                "mean_pixel": float(ref.mean()) if ref.size else None}
+    return out
 
 
 def _finite(v) -> bool:
@@ -83,7 +101,9 @@ def summarize(rd: RunData) -> dict:
         "env_kwargs": rd.config.get("env", {}).get("kwargs", {}),
         "policy_layers": policy.get("layer_sizes") or policy.get("net"),
         "num_params": attrs.get("num_params"),
-        "config": {k: flat[k] for k in HIGHLIGHT_KEYS if k in flat},
+        "config": {k: flat[k] for k in HIGHLIGHT_KEYS
+                   if k in flat and not (rd.objective_kind == "atari" and k.startswith(ATARI_SKIP))},
+        "atari": atari_summary(rd),
         "budget": {k: v for k, v in rd.config.get("run", {}).items() if k != "seed" and v},
         "generation": st.generation,
         "history_rows": len(hist),
@@ -145,6 +165,15 @@ def format_info(s: dict) -> str:
     L.append(f"policy       layers {s['policy_layers']}, {s['num_params']} parameters")
     cfg = s["config"]
     L.append("config       " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+    if s.get("atari"):
+        a = s["atari"]["settings"]
+        L.append(f"atari        {a.get('game')}, net {a.get('net', 'a3c')}, frame skip {a.get('frame_skip', 4)}, "
+                 f"frame cap {a.get('frame_cap', 108000)}, no-op max {a.get('noop_max', 30)}, "
+                 f"sticky actions {a.get('sticky_actions', 0.0)}, VBN {'on' if a.get('vbn', True) else 'off'}")
+        ref = s["atari"].get("vbn_ref_batch")
+        L.append("vbn batch    " + (f"{ref['shape'][0]} observations {tuple(ref['shape'][1:])} {ref['dtype']} in the state "
+                                    f"(sha256 {ref['sha256'][:16]}, mean pixel {ref['mean_pixel']:.1f})" if ref
+                                    else "none (VBN off)"))
     if s.get("budget"):
         L.append("budget       " + ", ".join(f"{k}={v}" for k, v in s["budget"].items()))
     L.append(f"progress     {s['generation']} generations, {s['timesteps']:,} timesteps, {s['episodes']:,} episodes, "
@@ -331,7 +360,7 @@ def plot_runs(runs: list[RunData], x: str | None = None, title: str | None = Non
 
 
 def _default_title(runs: list[RunData]) -> str:
-    envs = sorted({str(r.config.get("env", {}).get("id", "?")) for r in runs})
+    envs = sorted({r.task for r in runs})
     return f"{', '.join(envs)}: {len(runs)} run(s)"
 
 

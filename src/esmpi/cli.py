@@ -4,7 +4,7 @@
     esmpi plot   RUN [RUN ...] -o curves.png           learning curves (+ time split)
     esmpi export RUN --csv history.csv                 the history table as CSV
     esmpi eval   RUN --episodes N                      evaluate the saved policy (mpiexec: spread over ranks)
-    esmpi video  RUN -o walk.gif                       render the policy headless (MuJoCo, EGL)
+    esmpi video  RUN -o walk.gif                       render the policy headless (MuJoCo: EGL; Atari: ALE screen)
     esmpi robustness RUN [RUN ...] [-k K] [-o fig.png] returns of K perturbed policies (mpiexec: spread over ranks)
 
 RUN is a run directory (its newest periodic checkpoint, latest.h5) or a checkpoint .h5 file.
@@ -63,19 +63,24 @@ def build_parser(prog: str = "esmpi") -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate the saved policy (no action noise, saved observation normalisation)")
     run_arg(p)
     ck_arg(p)
-    p.add_argument("--episodes", "-n", type=int, default=10, help="number of episodes (default: 10)")
+    p.add_argument("--episodes", "-n", type=int, help="number of episodes (default: 10; --training: the run's "
+                                                      "evaluation episodes per generation)")
     p.add_argument("--seed", type=int, default=0, help="episode e resets with a seed derived from (seed, e) (default: 0)")
+    p.add_argument("--training", action="store_true",
+                   help="replay the trainer's own evaluation episodes of this state (run seed, generation): with "
+                        "--checkpoint best the mean must equal the history's EvalEpRewMean")
     p.add_argument("--json", action="store_true", help="print the result (with every episode) as JSON")
     allow_arg(p)
 
-    p = sub.add_parser("video", help="render the policy headless to .gif or .mp4 (MuJoCo envs; EGL by default)")
+    p = sub.add_parser("video", help="render the policy headless to .gif or .mp4 (MuJoCo: EGL by default; Atari: the ALE screen)")
     run_arg(p)
     ck_arg(p)
     p.add_argument("-o", "--out", required=True, help="video file: .gif (Pillow) or .mp4 (needs imageio-ffmpeg)")
     p.add_argument("--frames", type=int, default=300, help="number of frames (default: 300); episodes follow one another")
-    p.add_argument("--width", type=int, default=480, help="frame width in pixels (default: 480)")
-    p.add_argument("--height", type=int, default=360, help="frame height in pixels (default: 360)")
-    p.add_argument("--fps", type=float, help="frames per second (default: the env's real-time rate, at most 50)")
+    p.add_argument("--width", type=int, help="frame width in pixels (default: 480; Atari: 320, the screen doubled)")
+    p.add_argument("--height", type=int, help="frame height in pixels (default: 360; Atari: 420)")
+    p.add_argument("--fps", type=float, help="frames per second (default: the env's real-time rate, at most 50; "
+                                             "Atari: 60 / frame skip, one frame per agent step)")
     p.add_argument("--seed", type=int, default=0, help="episode seeds as for eval (default: 0)")
     allow_arg(p)
 
@@ -109,7 +114,7 @@ def _info(args) -> int:
 def _plot(args) -> int:
     from . import analyze
 
-    runs = [analyze.load_run(r) for r in args.run]
+    runs = [analyze.load_run(r, history_only=True) for r in args.run]
     fig = analyze.plot_runs(runs, x=args.x, title=args.title)
     out = analyze.save_figure(fig, args.out, dpi=args.dpi)
     groups = analyze.group_runs(runs)
@@ -139,7 +144,9 @@ def _eval(args) -> int:
 
         envs.restrict_imports(args.allow_import)
         try:
-            res = replay.evaluate(analyze.load_run(args.run, args.checkpoint), args.episodes, args.seed, comm)
+            rd = analyze.load_run(args.run, args.checkpoint)
+            n = args.episodes or (replay.training_eval_episodes(rd) if args.training else 10)
+            res = replay.evaluate(rd, n, args.seed, comm, training=args.training)
         except EsmpiError as e:
             if comm.rank == 0:
                 print(f"esmpi eval: error: {e}", file=sys.stderr, flush=True)
@@ -168,7 +175,7 @@ def _video(args) -> int:
     done = f"; returns of completed episodes: {', '.join(f'{x:.1f}' for x in r['completed_returns'])}" \
         if r["completed_returns"] else ""
     print(f"wrote {r['path']}: {r['frames']} frames at {r['fps']:.1f} fps (every {r['stride']} env step(s), "
-          f"MUJOCO_GL={r['backend']}){done}")
+          f"{'MUJOCO_GL=' if r['backend'] in ('egl', 'osmesa', 'glfw') else ''}{r['backend']}){done}")
     return 0
 
 

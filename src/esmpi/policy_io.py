@@ -65,6 +65,10 @@ def resolve_checkpoint(run: str | Path, checkpoint: str | Path | None = None) ->
 
 def spec_from_policy_json(policy: dict) -> MLPSpec:
     """Rebuild the ``MLPSpec`` from a checkpoint's ``policy_json`` (as written by ``EnvObjective.spec_dict``)."""
+    if policy.get("type") == "cnn":
+        raise CheckpointError(f"policy_json type is 'cnn' ({policy.get('net')} net, {policy.get('n_actions')} actions): "
+                              "an Atari checkpoint, not a gym/MuJoCo MLP; load it with esmpi.load_policy(path), "
+                              "which rebuilds the CNN, the env and the VBN reference batch")
     if policy.get("type") != "mlp":
         raise CheckpointError(f"policy_json type is {policy.get('type')!r}, not 'mlp': this checkpoint holds no "
                               "env policy (was it written by esmpi.optimize or a custom objective?)")
@@ -132,7 +136,7 @@ class LoadedAtariPolicy:
 
         cfg = ck["config"]
         self.path, self.config, self.generation = path, ck["config_json"], ck["state"].generation
-        self._obj = make(cfg)
+        self._obj = self.objective = make(cfg)      # the AtariObjective: its env, settings and CNN
         self._obj.set_objective_state(ck["state"].extra)
         self.theta = ck["state"].theta
         if self._obj.num_params != self.theta.size:

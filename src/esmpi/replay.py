@@ -56,11 +56,28 @@ def _objective(rd: RunData):
     return obj
 
 
-def evaluate(rd: RunData, episodes: int, seed: int = 0, comm=None) -> dict:
+def training_eval_episodes(rd: RunData) -> int:
+    """How many evaluation episodes the trainer ran per generation (es.eval_episodes; GA: ga.test_episodes)."""
+    if rd.attrs.get("strategy") == "novelty_es":
+        raise EsmpiError(f"{rd.checkpoint}: --training replays the evaluation episodes of theta, and a novelty_es "
+                         "run evaluates its members' behaviour episodes instead; drop --training")
+    if rd.attrs.get("strategy") == "ga":
+        return int((rd.config.get("ga") or {}).get("test_episodes", 0))
+    return int((rd.config.get("es") or {}).get("eval_episodes", 0))
+
+
+def evaluate(rd: RunData, episodes: int, seed: int = 0, comm=None, training: bool = False) -> dict:
     """Run ``episodes`` deterministic episodes (no action noise, env time limit) of the saved theta
     with the saved observation normalisation. Episode ``e`` resets with ``episode_seed(seed, e)``
     and runs on rank ``e % size``; rows are allgathered, so every rank returns the same result,
-    independent of the number of ranks."""
+    independent of the number of ranks.
+
+    ``training=True`` replays instead the evaluation episodes the trainer itself ran on this state:
+    the run's seed and the addresses ``(EVAL, generation, e)``. The state of generation G is the one
+    history row G + 1 evaluated (``checkpoints/best.h5`` holds exactly such a state), so with the
+    first ``training_eval_episodes`` episodes the mean equals that row's EvalEpRewMean, to the bit,
+    if the checkpoint, the preprocessing and the VBN reference batch reproduce training."""
+    from . import seeding
     from .comm import SerialComm
 
     comm = comm or SerialComm()
@@ -73,7 +90,11 @@ def evaluate(rd: RunData, episodes: int, seed: int = 0, comm=None) -> dict:
     table = C.table(episodes)                  # the trainer's candidate table and evaluator, EVAL rows only
     table["index"] = table["slot"] = np.arange(episodes)
     table["kind"] = C.EVAL
-    C.set_addr(table, ANALYSIS_EVAL, np.arange(episodes))
+    if training:
+        seed = int((rd.config.get("run") or {}).get("seed", 0))
+        C.set_addr(table, seeding.EVAL, rd.state.generation, np.arange(episodes))
+    else:
+        C.set_addr(table, ANALYSIS_EVAL, np.arange(episodes))
     try:
         rows, _ = Evaluator(obj, None, seed, comm.rank).run(C.mine(table, comm.rank, comm.size),
                                                            rd.state.theta.reshape(1, -1), 0, obj.max_episode_steps,
@@ -88,8 +109,10 @@ def evaluate(rd: RunData, episodes: int, seed: int = 0, comm=None) -> dict:
     def stat(a, fn):
         return float(fn(a)) if a.size else math.nan
 
+    row = next((h for h in rd.history if h.get("Generation") == rd.state.generation + 1), {}) if training else {}
     return {
-        "checkpoint": str(rd.checkpoint), "env_id": rd.ck["config"].task if rd.ck.get("config") else rd.config.get("env", {}).get("id"), "generation": rd.state.generation,
+        "checkpoint": str(rd.checkpoint), "env_id": rd.task, "generation": rd.state.generation,
+        "training_replay": bool(training), "history_eval": row.get("EvalEpRewMean"),
         "episodes": int(episodes), "seed": int(seed), "ranks": int(comm.size), "failed": int(failed.sum()),
         "return_mean": stat(ok, np.mean), "return_std": stat(ok, np.std), "return_min": stat(ok, np.min),
         "return_max": stat(ok, np.max), "length_mean": float(lens.mean()), "length_std": float(lens.std()),
@@ -99,11 +122,17 @@ def evaluate(rd: RunData, episodes: int, seed: int = 0, comm=None) -> dict:
 
 
 def format_eval(r: dict) -> str:
+    how = "the trainer's evaluation episodes, run " if r.get("training_replay") else ""
     lines = [f"{r['env_id']}, generation {r['generation']} ({r['checkpoint']}): {r['episodes']} episodes, "
-             f"seed {r['seed']}, {r['ranks']} rank(s)",
+             f"{how}seed {r['seed']}, {r['ranks']} rank(s)",
              f"return  mean {r['return_mean']:.3f}  std {r['return_std']:.3f}  min {r['return_min']:.3f}  "
              f"max {r['return_max']:.3f}",
              f"length  mean {r['length_mean']:.1f}  std {r['length_std']:.1f}  min {r['length_min']}  max {r['length_max']}"]
+    if r.get("training_replay"):
+        h = r.get("history_eval")
+        lines.append(f"history EvalEpRewMean of generation {r['generation'] + 1}: "
+                     + (f"{h:.3f} ({'equal' if h == r['return_mean'] else 'DIFFERENT'})" if h is not None
+                        else "not in this checkpoint's history (use --checkpoint best)"))
     if r["failed"]:
         lines.append(f"failed  {r['failed']} episode(s) (NaN/inf or an env exception; excluded from the return stats)")
     return "\n".join(lines)
@@ -180,19 +209,71 @@ def _check_video_output(out: Path) -> str:
     return kind
 
 
-def render_video(rd: RunData, out: str | Path, frames: int = 300, width: int = 480, height: int = 360,
+class VideoWriter:
+    """Frames (H, W, 3) uint8 to a GIF (Pillow) or an MP4 (imageio-ffmpeg) at ``fps``; ``close()`` writes.
+    GIF delays are in 1/100 s, and Pillow merges identical consecutive frames (adding their delays):
+    the file's total duration is frames / fps (to 10 ms), the way to count its frames."""
+
+    def __init__(self, out: Path, kind: str, fps: float):
+        self.out, self.fps, self.n = out, fps, 0
+        self._writer = self._frames = None
+        if kind == "mp4":
+            import imageio.v2 as iio
+
+            self._writer = iio.get_writer(out, fps=fps, codec="libx264", quality=7, macro_block_size=2)
+        else:
+            self._frames = []
+
+    def append(self, img: np.ndarray) -> None:
+        if self._writer is not None:
+            self._writer.append_data(img)
+        else:
+            from PIL import Image
+
+            self._frames.append(Image.fromarray(img).convert("P", palette=Image.Palette.ADAPTIVE))
+        self.n += 1
+
+    def discard(self) -> None:
+        """After an error: close an MP4 writer, drop GIF frames (no partial GIF is written)."""
+        if self._writer is not None:
+            self._writer.close()
+        self._writer, self._frames = None, []
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        elif self._frames:
+            # each delay a whole number of 1/100 s, cumulated so the total is n / fps to 10 ms (15 fps: 70, 60, 70, ...)
+            ends = [10 * round(100 * (k + 1) / self.fps) for k in range(len(self._frames))]
+            delays = [b - a for a, b in zip([0] + ends[:-1], ends)]
+            try:
+                self._frames[0].save(self.out, save_all=True, append_images=self._frames[1:],
+                                     duration=delays, loop=0, optimize=False)
+            except OSError as e:
+                from .analyze import write_error
+                raise write_error(self.out, e) from None
+
+
+def render_video(rd: RunData, out: str | Path, frames: int = 300, width: int | None = None, height: int | None = None,
                  fps: float | None = None, seed: int = 0, allow_import=()) -> dict:
     """Render ``frames`` frames of the saved policy (deterministic, saved normalisation) to a GIF
-    or MP4. Episodes follow one another (episode e resets with ``episode_seed(seed, e)``) until
-    enough frames exist. One frame every ``stride`` env steps, stride = round(render_fps / fps);
-    ``fps`` defaults to the env's real-time rate capped at 50. Call ``prepare_render_backend``
-    before anything imports mujoco. Returns dict(frames, fps, stride, episodes, returns, path)."""
+    or MP4. Episodes follow one another (episode e resets with ``episode_seed(seed, e)``, as in
+    ``evaluate``) until enough frames exist. One frame every ``stride`` env steps, stride =
+    round(render_fps / fps); ``fps`` defaults to the env's real-time rate capped at 50. MuJoCo:
+    ``width`` x ``height`` (default 480 x 360), call ``prepare_render_backend`` before anything
+    imports mujoco; Atari runs render the ALE's own screen (``esmpi.atari.video``, no OpenGL).
+    Returns dict(frames, fps, stride, episodes, completed_returns, path, backend)."""
     from .policy_io import policy_from_checkpoint
 
     out = Path(out)
     kind = _check_video_output(out)
-    if frames < 1 or width < 1 or height < 1:
+    if frames < 1 or (width is not None and width < 1) or (height is not None and height < 1):
         raise RenderError("--frames, --width and --height must be >= 1")
+    if rd.objective_kind == "atari":
+        from .atari.video import render_atari
+
+        return render_atari(policy_from_checkpoint(rd.ck, rd.checkpoint), out, kind, frames, width, height, fps, seed)
+    width, height = width or 480, height or 360
     backend = os.environ.get("MUJOCO_GL", "")
     err = probe_render_backend(backend)  # first: with a broken MUJOCO_GL even `import mujoco` fails
     if err:
@@ -210,54 +291,29 @@ def render_video(rd: RunData, out: str | Path, frames: int = 300, width: int = 4
     render_fps = float(env.metadata.get("render_fps") or 30)
     target = float(fps) if fps else min(render_fps, 50.0)
     stride = max(1, round(render_fps / target))
-    out_fps = render_fps / stride
-    writer = gif_frames = None
-    if kind == "mp4":
-        import imageio.v2 as iio
-
-        writer = iio.get_writer(out, fps=out_fps, codec="libx264", quality=7, macro_block_size=2)
-    else:
-        gif_frames = []
-    n = ep = 0
+    writer = VideoWriter(out, kind, render_fps / stride)
+    ep = 0
     returns = []
-
-    def emit():
-        nonlocal n
-        img = env.render()
-        if writer is not None:
-            writer.append_data(img)
-        else:
-            from PIL import Image
-
-            gif_frames.append(Image.fromarray(img).convert("P", palette=Image.Palette.ADAPTIVE))
-        n += 1
-
     try:
-        while n < frames:
+        while writer.n < frames:
             obs, _ = env.reset(seed=episode_seed(seed, ep))
-            emit()
+            writer.append(env.render())
             t, ret = 0, 0.0
-            while n < frames:
+            while writer.n < frames:
                 obs, r, terminated, truncated, _ = env.step(pi(obs))
                 t += 1
                 ret += float(r)
                 if t % stride == 0:
-                    emit()
+                    writer.append(env.render())
                 if terminated or truncated:
                     returns.append(ret)
                     break
             ep += 1
+    except BaseException:
+        writer.discard()
+        raise
     finally:
         env.close()
-        if writer is not None:
-            writer.close()
-    if gif_frames is not None:
-        # GIF delays are in 1/100 s. Pillow merges identical consecutive frames (adding their delays).
-        try:
-            gif_frames[0].save(out, save_all=True, append_images=gif_frames[1:], duration=round(1000 / out_fps),
-                               loop=0, optimize=False)
-        except OSError as e:
-            from .analyze import write_error
-            raise write_error(out, e) from None
-    return {"path": str(out), "frames": n, "fps": out_fps, "stride": stride, "episodes": ep,
+    writer.close()
+    return {"path": str(out), "frames": writer.n, "fps": writer.fps, "stride": stride, "episodes": ep,
             "completed_returns": returns, "backend": backend}

@@ -42,6 +42,11 @@ def config_changes(old: dict, new: dict) -> dict:
 
 def check_changes(changes: dict, checkpoint_path) -> None:
     bad = {k: v for k, v in changes.items() if k not in ALLOWED_CHANGES}
+    if "objective.kind" in bad:   # e.g. an Atari run directory resumed with a MuJoCo job: one line, not 30 keys
+        old, new = bad["objective.kind"]
+        raise ConfigError(f"resuming {checkpoint_path}: it holds an objective.kind = {old!r} run, the job is "
+                          f"objective.kind = {new!r} (an Atari checkpoint cannot continue as a gym/MuJoCo run or "
+                          "back); start a new run (--out NEW_DIR) or resume with the run's own config.toml")
     if bad:
         lines = "\n".join(f"  {k}: {o!r} -> {n!r}" for k, (o, n) in bad.items())
         raise ConfigError(f"resuming {checkpoint_path}: these keys cannot change without making a different run:\n"

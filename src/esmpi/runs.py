@@ -33,6 +33,21 @@ class RunData:
     def state(self):
         return self.ck["state"]
 
+    @property
+    def objective_kind(self) -> str:
+        """'gym', 'atari' or 'supervised' (the config's objective.kind)."""
+        obj = self.config.get("objective")
+        return str(obj.get("kind", "gym")) if isinstance(obj, dict) else "gym"
+
+    @property
+    def task(self) -> str:
+        """What the run learns, for titles and tables: 'atari-GAME', the env id, or the data set."""
+        if self.objective_kind == "atari":
+            return f"atari-{(self.config.get('atari') or {}).get('game', 'pong')}"
+        if self.objective_kind == "supervised":
+            return str((self.config.get("supervised") or {}).get("data", "supervised"))
+        return str((self.config.get("env") or {}).get("id", "?"))
+
     def column(self, key: str) -> np.ndarray:
         return np.array([h.get(key, np.nan) for h in self.history], dtype=np.float64)
 
@@ -80,12 +95,33 @@ def load_sgd_run(path: str | Path) -> RunData:
                    config, history, path.name)
 
 
-def load_run(run: str | Path, checkpoint: str | Path | None = None) -> RunData:
+def load_progress_run(path: Path) -> RunData:
+    """A run directory without checkpoints (e.g. committed results whose checkpoints are too large to
+    keep: results/atari/) as a ``RunData`` for the curves: config.toml and progress.jsonl only."""
+    import tomllib
+
+    try:
+        config = tomllib.loads((path / "config.toml").read_text())
+        history = [json.loads(line) for line in (path / "progress.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        from .errors import EsmpiError
+        raise EsmpiError(f"{path}: no checkpoint, and config.toml/progress.jsonl are unreadable ({e})") from None
+    return RunData(path, path / "progress.jsonl", path, {"attrs": {}, "state": None, "history": history},
+                   config, history, path.name)
+
+
+def load_run(run: str | Path, checkpoint: str | Path | None = None, history_only: bool = False) -> RunData:
+    """The run or checkpoint ``run`` names. ``history_only`` (for curves): a run directory without any
+    checkpoint but with config.toml and progress.jsonl is read from those two files."""
     from . import checkpoint as _ck
 
     source = Path(run)
     if checkpoint is None and is_sgd_dir(source):
         return load_sgd_run(source)
+    if (history_only and checkpoint is None and source.is_dir() and not (source / "latest.h5").exists()
+            and not list((source / "checkpoints").glob("*.h5")) and (source / "config.toml").is_file()
+            and (source / "progress.jsonl").is_file()):
+        return load_progress_run(source)
     path = resolve_checkpoint(source, checkpoint)
     ck = _ck.load(path)
     run_dir = source if source.is_dir() else _run_dir_of(path)

@@ -16,14 +16,16 @@ import numpy as np
 from .. import seeding
 
 
-def gather(env, n_actions: int, run_seed: int, size: int, prob: float) -> np.ndarray:
-    """(size, *obs_shape) uint8 observations (observations after a step; resets are not kept)."""
+def gather(env, n_actions: int, run_seed: int, size: int, prob: float, address: tuple = (seeding.REF_BATCH,)) -> np.ndarray:
+    """(size, *obs_shape) uint8 observations (observations after a step; resets are not kept).
+    ``address``: the seeding address (default: the run's reference batch; ``esmpi.atari.probe`` draws
+    a held-out batch from another)."""
     shape = env.observation_space.shape
     out = np.empty((size,) + tuple(shape), np.uint8)
-    rng = seeding.rng(run_seed, seeding.REF_BATCH)
+    rng = seeding.rng(run_seed, *address)
     k = e = 0
     while k < size:
-        env.reset(seed=seeding.episode_seed(run_seed, seeding.REF_BATCH, e))
+        env.reset(seed=seeding.episode_seed(run_seed, *address, e))
         e += 1
         while k < size:
             obs, _, terminated, truncated, _ = env.step(int(rng.integers(n_actions)))
