@@ -2,6 +2,7 @@
 at a time, recording wall time and load average per run in results/logs/walltime.jsonl.
 
     .venv/bin/python scripts/paper_queue.py QUEUE.jsonl --slots 2 --deadline 2026-11-22T02:45Z
+    PYTHONPATH=$PWD/src /work/main/.venv/bin/python scripts/paper_queue.py Q.jsonl --venv /work/main/.venv --nice 10 ...
 
 QUEUE.jsonl: one JSON object per line, read again before every launch (append to it while running):
     {"name": "hopper-s0", "np": 1, "args": ["--config", "jobs/hopper.toml", "--set", "run.seed=0"]}
@@ -16,8 +17,6 @@ import argparse, datetime as dt, json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PY = ROOT / ".venv/bin/python"
-MPIEXEC = ROOT / ".venv/bin/mpiexec"
 
 
 def loadavg() -> list[float]:
@@ -35,7 +34,12 @@ def main() -> int:
     ap.add_argument("--deadline", required=True, help="UTC, e.g. 2026-11-22T02:45Z")
     ap.add_argument("--runs", default="results/runs")
     ap.add_argument("--log", default="results/logs/walltime.jsonl")
+    ap.add_argument("--venv", default=str(ROOT / ".venv"),
+                    help="the venv whose python and mpiexec run the jobs (a worktree without its own: the main "
+                         "checkout's, with PYTHONPATH=<worktree>/src so the worktree's code runs)")
+    ap.add_argument("--nice", type=int, default=0, help="run the jobs under nice -n NICE (0: not niced)")
     a = ap.parse_args()
+    py, mpiexec = Path(a.venv) / "bin/python", Path(a.venv) / "bin/mpiexec"
     deadline = dt.datetime.fromisoformat(a.deadline.replace("Z", "+00:00"))
     runs, log = ROOT / a.runs, ROOT / a.log
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -93,11 +97,13 @@ def main() -> int:
                     cmd = ["--resume", str(out), *e.get("args", [])]
                 else:
                     cmd = [*e["args"], "--out", str(out)]
-                cmd = [str(MPIEXEC), "-n", str(n), str(PY), "-m", "esmpi.run", "--quiet", *cmd]
+                cmd = [str(mpiexec), "-n", str(n), str(py), "-m", "esmpi.run", "--quiet", *cmd]
+                if a.nice:
+                    cmd = ["nice", "-n", str(a.nice), *cmd]
                 fh = open(log.parent / f"{key.replace('+', '_').replace('#', '')}.log", "a")   # a later queue may resume it again
                 proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
                 started.add(key)
-                live[key] = dict(name=e["name"], key=key, np=n, cmd=" ".join(cmd[4:]),
+                live[key] = dict(name=e["name"], key=key, np=n, cmd=" ".join(cmd[cmd.index("-m"):]),
                                  start_utc=now().isoformat(timespec="seconds"), loadavg_start=loadavg(),
                                  t0=time.time(), proc=proc, loads=[], fh=fh)
                 used += n

@@ -48,7 +48,7 @@ def _steps(s: str) -> float:
 def test_results_in_docs_and_readme_are_what_make_results_generates():
     """docs/results.md's tables and the README's hand-copied numbers, against esmpi.paper run on the
     committed run directories (what `make results` does; figures are not redrawn)."""
-    from esmpi import paper
+    from esmpi import paper, paper_ga
 
     runs_dir = ROOT / "results/runs"
     if not runs_dir.is_dir():
@@ -59,7 +59,8 @@ def test_results_in_docs_and_readme_are_what_make_results_generates():
     walllog = paper._walltime_log(ROOT / "results/logs/walltime.jsonl")
     w = paper.DEFAULT_WINDOW
     for name, table in (("Table 1", paper.main_table(runs, w)), ("Table 3", paper.fraction_table(runs, w)),
-                        ("every run", paper.run_table(runs, walllog, w)), ("other runs", paper.extra_table(runs, w))):
+                        ("every run", paper.run_table(runs, walllog, w)), ("other runs", paper.extra_table(runs, w)),
+                        ("GA", paper_ga.table(runs, paper_ga.walltime_logs(ROOT / "results/logs"), w))):
         assert table in doc, f"docs/results.md: the {name} table differs from what `make results` generates"
     readme = _readme_results()
     assert len(readme) == 6, readme

@@ -188,6 +188,13 @@ def ars_task_of(run: Run) -> str | None:
     return m.group("task") if m and m.group("task") in TASKS else None
 
 
+def is_extra(run: Run) -> bool:
+    """Neither a Table 1 run (ES, ARS) nor a GA / random-search run of a Table 1 task (esmpi.paper_ga)."""
+    from .paper_ga import ga_task_of
+
+    return task_of(run) is None and ars_task_of(run) is None and ga_task_of(run) is None
+
+
 def _walltime_log(path: Path | None) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     if path and path.is_file():
@@ -304,7 +311,7 @@ def run_table(runs: list[Run], walllog: dict[str, list[dict]], window: int = DEF
 def extra_table(runs: list[Run], window: int = DEFAULT_WINDOW) -> str:
     """Runs outside the main table: their key settings and the timesteps/wall time to each
     threshold of their task (HalfCheetah sensitivity) or to each multiple of 1,000 (others)."""
-    extra = [r for r in runs if task_of(r) is None and ars_task_of(r) is None]
+    extra = [r for r in runs if is_extra(r)]
     if not extra:
         return "(none yet)"
     lines = ["| run | env | sigma | pairs/gen (GA: population) | timesteps | last-5 eval mean | timesteps (wall time) to each threshold |",
@@ -479,7 +486,7 @@ def figures(runs: list[Run], outdir: Path) -> list[Path]:
         if ars:   # ARS and OpenAI-ES side by side (plot_runs groups them by config)
             made.append(_figure(ars + rs, outdir / f"ars-{key}.png",
                                 f"{t.env}: ARS ({len(ars)} seed(s)) and OpenAI-ES ({len(rs)})", t.thresholds()))
-    extra = [r for r in runs if task_of(r) is None and ars_task_of(r) is None]
+    extra = [r for r in runs if is_extra(r)]
     by_prefix: dict[str, list[Run]] = {}
     for r in extra:
         by_prefix.setdefault(re.sub(r"[0-9.]+-s\d+$|-s\d+$", "", r.name), []).append(r)
@@ -507,7 +514,9 @@ def export_csvs(runs: list[Run], outdir: Path) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------ report
 def report(runs: list[Run], walllog: dict[str, list[dict]], figs: list[Path], md_dir: Path,
-           window: int = DEFAULT_WINDOW, scale: dict | None = None) -> str:
+           window: int = DEFAULT_WINDOW, scale: dict | None = None, logs_dir: Path | None = None) -> str:
+    from . import paper_ga
+
     def rel(p: Path) -> str:
         try:
             return str(p.resolve().relative_to(md_dir.resolve()))
@@ -537,6 +546,10 @@ def report(runs: list[Run], walllog: dict[str, list[dict]], figs: list[Path], md
         "### Other runs (sensitivity, Humanoid)",
         "",
         extra_table(runs, window),
+        "",
+        "### The Deep GA and random search beside OpenAI-ES and ARS at equal timesteps",
+        "",
+        paper_ga.section(runs, paper_ga.walltime_logs(logs_dir), window),
         "",
         "### Humanoid-v5 on this machine, and the 1,440-core prediction",
         "",
@@ -593,12 +606,13 @@ def main(argv=None) -> int:
     out = Path(a.out)
     figdir = Path(a.figures) if a.figures else out.with_suffix("")
     walllog = _walltime_log(Path(a.walltime_log) if a.walltime_log else root.parent / "logs" / "walltime.jsonl")
-    figs = figures(runs, figdir)
+    from . import paper_ga
+    figs = figures(runs, figdir) + paper_ga.figures(runs, figdir)
     if a.csv:
         export_csvs(runs, Path(a.csv))
     scale_path = Path(a.scale) if a.scale else root.parent / "scale.json"
     scale = json.loads(scale_path.read_text()) if scale_path.is_file() else None
-    write_report(out, report(runs, walllog, figs, out.parent, a.window, scale))
+    write_report(out, report(runs, walllog, figs, out.parent, a.window, scale, root.parent / "logs"))
     print(f"{out}: {len(runs)} run(s), {len(figs)} figure(s) in {figdir}")
     return 0
 
