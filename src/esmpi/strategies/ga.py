@@ -81,6 +81,9 @@ class SMGState(GAState):
 
     parent_thetas: np.ndarray = field(default=None, metadata=VAR)   # (T', d) float32: row p = parent p (0: the elite)
 
+    def encoding(self) -> dict:
+        return {**super().encoding(), "smg_parent_theta_bytes": int(self.parent_thetas.nbytes)}
+
 
 def order_by_fitness(returns: np.ndarray, failed: np.ndarray) -> np.ndarray:
     """Indices sorted by fitness, best first; failed/non-finite last; ties by index."""
