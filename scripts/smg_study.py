@@ -35,7 +35,7 @@ GENERATIONS, TARGET, WINDOW = 100, -25.0, 3
 MUTATIONS = ("plain", "sm_g_sum", "sm_g_abs", "sm_g_so")
 NAMES = {"plain": "plain", "sm_g_sum": "SM-G-SUM", "sm_g_abs": "SM-G-ABS", "sm_g_so": "SM-G-SO"}
 SIGMAS = (0.03, 0.1, 0.3, 1.0, 3.0)
-SEEDS = tuple(range(4))
+SEEDS = tuple(range(8))
 SO_CELLS = {(4, 0.1), (16, 0.1)}     # SM-G-SO is ~10x dearer per child: only these (depth, sigma) cells
 KEEP = ("EvalEpRewMean", "GAEliteValidation", "TimestepsSoFar", "GAProbeTimesteps", "TimeElapsed")
 
@@ -165,7 +165,8 @@ def figure(data: list[dict], path: Path) -> None:
                 continue
             xs = [s for s in sigmas if any(r["sigma"] == s for r in rows)]
             rate = [np.mean([r["solved"] for r in rows if r["sigma"] == s]) for s in xs]
-            top.plot(xs, rate, marker="o", color=colors[m], label=NAMES[m])
+            shift = 1 + 0.05 * (MUTATIONS.index(m) - 1.5)      # side by side, so equal rates stay visible
+            top.plot(np.array(xs) * shift, rate, marker="o", color=colors[m], label=NAMES[m])
             best = max(xs, key=lambda s: (rate[xs.index(s)], np.median([r["best_trailing"] for r in rows
                                                                            if r["sigma"] == s])))
             for d in data:
