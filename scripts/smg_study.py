@@ -9,7 +9,9 @@ bitwise the same at any world size), one after the other, and writes ``<out>/run
 config, a per-generation history (test return, elite validation, timesteps, probe timesteps) and a
 summary (solved, generation and timesteps at the first success, wall time). A run whose file exists is
 skipped, so an interrupted sweep is continued by running it again. No checkpoints are written.
-``report`` reads those files only and writes ``<out>/table.md`` and the figure.
+``report`` reads those files and writes ``<out>/summary.json`` (what is committed: every run's summary
+and test-return curve, about 1 kB per run), ``<out>/table.md`` and the figure; without ``<out>/runs/``
+(a fresh checkout) it redraws both from ``summary.json``.
 
 The task: ``esmpi/PointMass-v0`` (2-D point mass, 50 steps) with a tanh MLP of ``depth`` hidden layers
 of ``WIDTH`` units (``DEPTHS``; the policy's default normc initialisation). Success = the trailing ``WINDOW``-generation mean of the elite's test return reaches
@@ -114,7 +116,22 @@ def runs(out: Path, depths, mutations, sigmas, seeds) -> None:
 
 
 def load(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    """Every run: from ``<out>/runs/*.json`` when they are here (after ``runs``), else from the committed
+    ``<out>/summary.json`` (summaries and test-return curves only)."""
+    files = sorted((out / "runs").glob("*.json"))
+    if not files:
+        return [{"summary": r["summary"], "history": [{"EvalEpRewMean": math.nan if x is None else x} for x in r["eval"]]}
+                for r in json.loads((out / "summary.json").read_text())["runs"]]
+    return [json.loads(p.read_text()) for p in files]
+
+
+def compact(data: list[dict]) -> dict:
+    """What is committed: one example config, and per run its summary and test-return curve (0.01 precision)."""
+    runs = [{"summary": d["summary"], "eval": [round(h["EvalEpRewMean"], 2) if math.isfinite(h["EvalEpRewMean"])
+                                               else None for h in d["history"]]} for d in data]
+    return {"about": "scripts/smg_study.py: one entry per (depth, mutation, sigma, seed); config of the first run "
+                     "(policy.hidden, ga.mutation, ga.sigma and run.seed vary)",
+            "config": data[0].get("config") if data else None, "runs": runs}
 
 
 def table(data: list[dict]) -> str:
@@ -210,6 +227,8 @@ def main(argv=None) -> None:
              [float(x) for x in a.sigmas.split(",")], range(a.seeds))
     else:
         data = load(a.out)
+        if (a.out / "runs").is_dir():
+            (a.out / "summary.json").write_text(json.dumps(compact(data), separators=(",", ":")))
         (a.out / "table.md").write_text(table(data))
         figure(data, a.figure)
         print(table(data))
