@@ -36,8 +36,10 @@ DEPTHS, WIDTH = (4, 16, 48), 8
 GENERATIONS, TARGET, WINDOW = 100, -25.0, 3
 MUTATIONS = ("plain", "sm_g_sum", "sm_g_abs", "sm_g_so")
 NAMES = {"plain": "plain", "sm_g_sum": "SM-G-SUM", "sm_g_abs": "SM-G-ABS", "sm_g_so": "SM-G-SO"}
-SIGMAS = (0.03, 0.1, 0.3, 1.0, 3.0)
-SEEDS = tuple(range(8))
+SIGMAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+PLAIN_MIN_SIGMA = 0.01               # below it plain mutation only crawls (SM-G's own scale is ~100x smaller: its
+                                     # 0.01 sensitivity floor multiplies sigma by up to 100; docs/robustness.md)
+SEEDS = tuple(range(6))
 SO_CELLS = {(4, 0.1), (16, 0.1)}     # SM-G-SO is ~10x dearer per child: only these (depth, sigma) cells
 KEEP = ("EvalEpRewMean", "GAEliteValidation", "TimestepsSoFar", "GAProbeTimesteps", "TimeElapsed")
 
@@ -111,8 +113,9 @@ def runs(out: Path, depths, mutations, sigmas, seeds) -> None:
         for depth in depths:
             for sigma in sigmas:
                 for m in mutations:
-                    if m != "sm_g_so" or (depth, sigma) in SO_CELLS:
-                        run_one(depth, m, sigma, seed, out)
+                    if m == "sm_g_so" and (depth, sigma) not in SO_CELLS or m == "plain" and sigma < PLAIN_MIN_SIGMA:
+                        continue
+                    run_one(depth, m, sigma, seed, out)
 
 
 def load(out: Path) -> list[dict]:
