@@ -9,7 +9,8 @@ bitwise the same at any world size), one after the other, and writes ``<out>/run
 config, a per-generation history (test return, elite validation, timesteps, probe timesteps) and a
 summary (solved, generation and timesteps at the first success, wall time). A run whose file exists is
 skipped, so an interrupted sweep is continued by running it again. No checkpoints are written.
-``report`` reads those files and writes ``<out>/summary.json`` (what is committed: every run's summary
+``sensitivities`` writes ``<out>/sensitivities.md`` (seconds): how the authors' floor and clip act on
+these nets at initialisation. ``report`` reads the run files and writes ``<out>/summary.json`` (what is committed: every run's summary
 and test-return curve, about 1 kB per run), ``<out>/table.md`` and the figure; without ``<out>/runs/``
 (a fresh checkout) it redraws both from ``summary.json``.
 
@@ -213,9 +214,41 @@ def figure(data: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def sensitivities(out: Path) -> str:
+    """How SM-G's floor (0.01) and clip (0.2) act on these nets at initialisation: per depth and output-layer
+    scale, the fraction of weights whose SUM / ABS sensitivity (100 states of one episode of the initial
+    policy) is below the floor, and the fraction of mutations clipped at sigma = 0.1. Seconds; no training."""
+    from esmpi import seeding
+    from esmpi.objectives.gym import EnvObjective
+    from esmpi.policies.sensitivity import FLOOR, CLIP, sensitivity
+
+    lines = ["| depth | policy.output_init_std | d | SUM: median s | SUM: s < 0.01 | SUM: clipped at sigma 0.1 "
+             "| ABS: median s | ABS: s < 0.01 | ABS: clipped at sigma 0.1 |", "|---:|---:|---:|" + "---:|" * 6]
+    eps = None
+    for depth in DEPTHS:
+        for ostd in (0.01, 1.0):
+            tree = config(depth, "sm_g_sum", 0.1, 0).to_dict()
+            tree["policy"]["output_init_std"] = ostd
+            from esmpi.config import config_from_dict
+            obj = EnvObjective(config_from_dict(tree))
+            theta = obj.initial_theta(seeding.rng(0, seeding.INIT_THETA, 0))
+            G = obj.output_jacobians(theta, obj.episode(theta, 1, 50, keep_obs=True).states)
+            eps = np.random.default_rng(0).standard_normal(theta.size).astype(np.float32)
+            row = [str(depth), f"{ostd:g}", str(theta.size)]
+            for m in ("sum", "abs"):
+                sens = sensitivity(G, m)
+                floored = np.maximum(np.where(sens == 0, 1, sens), FLOOR)
+                row += [f"{np.median(sens):.2g}", f"{np.mean(sens < FLOOR):.0%}",
+                        f"{np.mean(np.abs(np.float32(0.1) * eps / floored) > CLIP):.0%}"]
+            lines.append("| " + " | ".join(row) + " |")
+    text = "\n".join(lines) + "\n"
+    (out / "sensitivities.md").write_text(text)
+    return text
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("runs", "report"))
+    ap.add_argument("what", choices=("runs", "report", "sensitivities"))
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "smg")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "robustness" / "smg.png")
     ap.add_argument("--depths", default=",".join(map(str, DEPTHS)))
@@ -225,7 +258,9 @@ def main(argv=None) -> None:
     ap.add_argument("--generations", type=int, default=GENERATIONS, help="budget per run (a pilot's)")
     a = ap.parse_args(argv)
     globals()["GENERATIONS"] = a.generations
-    if a.what == "runs":
+    if a.what == "sensitivities":
+        print(sensitivities(a.out))
+    elif a.what == "runs":
         runs(a.out, [int(x) for x in a.depths.split(",")], a.mutations.split(","),
              [float(x) for x in a.sigmas.split(",")], range(a.seeds))
     else:
