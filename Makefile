@@ -121,6 +121,18 @@ data: setup
 toys: setup
 	nice -n 10 $(PY) -m esmpi.toys --out docs/robustness
 
+# Safe mutations (SM-G) against plain GA mutation on a deep narrow MLP (issue 16, docs/robustness.md
+# section 3). smg-results redraws the table and figure from the committed run summaries in results/smg/
+# (seconds); smg-runs redoes them on one rank per run, skipping runs already there (remove
+# results/smg/runs/ to redo everything; see docs/robustness.md for the CPU time).
+.PHONY: smg-results smg-runs
+smg-results: setup
+	PYTHONPATH=src $(PY) scripts/smg_study.py report --out results/smg --figure docs/robustness/smg.png
+
+smg-runs: setup
+	PYTHONPATH=src nice -n 10 $(PY) scripts/smg_study.py runs --out results/smg
+	$(MAKE) smg-results
+
 # The local ES-on-MNIST study (issue 14, docs/mnist.md). mnist-results redraws the committed figures
 # docs/mnist/*.png from the run data in results/mnist/ (seconds). mnist-runs redoes that data on one
 # rank per run (about 30 CPU-minutes; esmpi never overwrites a run: remove results/mnist/<run> first).

@@ -4,15 +4,18 @@
     PYTHONPATH=src .venv/bin/python scripts/smg_study.py runs   --out results/smg     # 1 rank per run, resumable
     PYTHONPATH=src .venv/bin/python scripts/smg_study.py report --out results/smg --figure docs/robustness/smg.png
 
-``runs`` trains every (mutation, sigma, seed) of the grid below in this process (one rank: the runs are
+``runs`` trains every (depth, mutation, sigma, seed) of the grid below in this process (one rank: the runs are
 bitwise the same at any world size), one after the other, and writes ``<out>/runs/<name>.json``: the
 config, a per-generation history (test return, elite validation, timesteps, probe timesteps) and a
 summary (solved, generation and timesteps at the first success, wall time). A run whose file exists is
 skipped, so an interrupted sweep is continued by running it again. No checkpoints are written.
-``report`` reads those files only and writes ``<out>/table.md`` and the figure.
+``sensitivities`` writes ``<out>/sensitivities.md`` (seconds): how the authors' floor and clip act on
+these nets at initialisation. ``report`` reads the run files and writes ``<out>/summary.json`` (what is committed: every run's summary
+and test-return curve, about 1 kB per run), ``<out>/table.md`` and the figure; without ``<out>/runs/``
+(a fresh checkout) it redraws both from ``summary.json``.
 
-The task: ``esmpi/PointMass-v0`` (2-D point mass, 50 steps) with a tanh MLP of ``DEPTH`` hidden layers
-of ``WIDTH`` units. Success = the trailing ``WINDOW``-generation mean of the elite's test return reaches
+The task: ``esmpi/PointMass-v0`` (2-D point mass, 50 steps) with a tanh MLP of ``depth`` hidden layers
+of ``WIDTH`` units (``DEPTHS``; the policy's default normc initialisation). Success = the trailing ``WINDOW``-generation mean of the elite's test return reaches
 ``TARGET`` (``run.target_return``: the run stops there) within ``GENERATIONS`` generations. -25 needs
 feedback control: the best constant action scores about -41, a hand-tuned PD controller -18.
 """
@@ -30,22 +33,25 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-DEPTH, WIDTH = 64, 8
-GENERATIONS, TARGET, WINDOW = 150, -25.0, 3
+DEPTHS, WIDTH = (4, 16, 48), 8
+GENERATIONS, TARGET, WINDOW = 100, -25.0, 3
 MUTATIONS = ("plain", "sm_g_sum", "sm_g_abs", "sm_g_so")
 NAMES = {"plain": "plain", "sm_g_sum": "SM-G-SUM", "sm_g_abs": "SM-G-ABS", "sm_g_so": "SM-G-SO"}
-SIGMAS = (0.01, 0.03, 0.1, 0.3, 1.0)
-SEEDS = tuple(range(5))
+SIGMAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+PLAIN_MIN_SIGMA = 0.01               # below it plain mutation only crawls (SM-G's own scale is ~100x smaller: its
+                                     # 0.01 sensitivity floor multiplies sigma by up to 100; docs/robustness.md)
+SEEDS = tuple(range(6))
+SO_CELLS = {(4, 0.1), (16, 0.1)}     # SM-G-SO is ~10x dearer per child: only these (depth, sigma) cells
 KEEP = ("EvalEpRewMean", "GAEliteValidation", "TimestepsSoFar", "GAProbeTimesteps", "TimeElapsed")
 
 
-def config(mutation: str, sigma: float, seed: int, generations: int | None = None):
+def config(depth: int, mutation: str, sigma: float, seed: int, generations: int | None = None):
     from esmpi.config import config_from_dict
 
     generations = generations or GENERATIONS
     tree = {"strategy": {"name": "ga"},
             "run": {"seed": seed, "generations": generations, "target_return": TARGET, "target_window": WINDOW},
-            "env": {"id": "esmpi/PointMass-v0"}, "policy": {"hidden": [WIDTH] * DEPTH},
+            "env": {"id": "esmpi/PointMass-v0"}, "policy": {"hidden": [WIDTH] * depth},
             "es": {"obs_stat_fraction": 0.1}, "noise": {"size": 2_000_000, "seed": 7},
             "checks": {"replica_check_every": 0},
             "ga": {"population": 40, "truncation": 8, "sigma": sigma, "validation_top": 4, "validation_episodes": 5,
@@ -53,8 +59,8 @@ def config(mutation: str, sigma: float, seed: int, generations: int | None = Non
     return config_from_dict(tree, "<smg study>")
 
 
-def name(mutation: str, sigma: float, seed: int) -> str:
-    return f"{mutation}-sigma{sigma:g}-s{seed}"
+def name(depth: int, mutation: str, sigma: float, seed: int) -> str:
+    return f"d{depth}-{mutation}-sigma{sigma:g}-s{seed}"
 
 
 def first_success(evals: list[float]) -> int | None:
@@ -66,25 +72,33 @@ def first_success(evals: list[float]) -> int | None:
     return None
 
 
-def run_one(mutation: str, sigma: float, seed: int, out: Path) -> None:
+def best_trailing(evals: list[float]) -> float:
+    """The best trailing WINDOW-generation mean of the test return (NaN generations skipped)."""
+    w = [sum(evals[g - WINDOW + 1 : g + 1]) / WINDOW for g in range(WINDOW, len(evals))]
+    w = [x for x in w if math.isfinite(x)]
+    return max(w) if w else math.nan
+
+
+def run_one(depth: int, mutation: str, sigma: float, seed: int, out: Path) -> None:
     from esmpi.comm import SerialComm
     from esmpi.objectives.gym import EnvObjective
     from esmpi.train import Trainer
 
-    path = out / "runs" / f"{name(mutation, sigma, seed)}.json"
+    path = out / "runs" / f"{name(depth, mutation, sigma, seed)}.json"
     if path.exists():
         return
-    cfg = config(mutation, sigma, seed)
+    cfg = config(depth, mutation, sigma, seed)
     t0, c0 = time.time(), time.process_time()
     tr = Trainer(cfg, EnvObjective(cfg), SerialComm())
     tr.run()
     hist = [{k: h.get(k, math.nan) for k in KEEP} for h in tr.history]
     evals = [h["EvalEpRewMean"] for h in hist]
     g = first_success(evals)
-    summary = {"mutation": mutation, "sigma": sigma, "seed": seed, "solved": g is not None, "generation": g,
+    summary = {"depth": depth, "mutation": mutation, "sigma": sigma, "seed": seed, "solved": g is not None, "generation": g,
                "timesteps": hist[g]["TimestepsSoFar"] if g is not None else None,
                "probe_timesteps": float(np.nansum([h["GAProbeTimesteps"] for h in hist])),
                "generations_run": len(hist), "best_eval": float(np.nanmax(evals)) if len(evals) > 1 else math.nan,
+               "best_trailing": best_trailing(evals),
                "wall_s": round(time.time() - t0, 2), "cpu_s": round(time.process_time() - c0, 2),
                "num_params": tr.objective.num_params}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,37 +109,62 @@ def run_one(mutation: str, sigma: float, seed: int, out: Path) -> None:
           f"cpu={summary['cpu_s']}s", flush=True)
 
 
-def runs(out: Path, mutations, sigmas, seeds) -> None:
+def runs(out: Path, depths, mutations, sigmas, seeds) -> None:
     for seed in seeds:                 # seeds outermost: a cut-short sweep still covers every cell evenly
-        for sigma in sigmas:
-            for m in mutations:
-                run_one(m, sigma, seed, out)
+        for depth in depths:
+            for sigma in sigmas:
+                for m in mutations:
+                    if m == "sm_g_so" and (depth, sigma) not in SO_CELLS or m == "plain" and sigma < PLAIN_MIN_SIGMA:
+                        continue
+                    run_one(depth, m, sigma, seed, out)
 
 
 def load(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    """Every run: from ``<out>/runs/*.json`` when they are here (after ``runs``), else from the committed
+    ``<out>/summary.json`` (summaries and test-return curves only)."""
+    files = sorted((out / "runs").glob("*.json"))
+    if not files:
+        return [{"summary": r["summary"], "history": [{"EvalEpRewMean": math.nan if x is None else x} for x in r["eval"]]}
+                for r in json.loads((out / "summary.json").read_text())["runs"]]
+    return [json.loads(p.read_text()) for p in files]
+
+
+def compact(data: list[dict]) -> dict:
+    """What is committed: one example config, and per run its summary and test-return curve (0.01 precision)."""
+    runs = [{"summary": d["summary"], "eval": [round(h["EvalEpRewMean"], 2) if math.isfinite(h["EvalEpRewMean"])
+                                               else None for h in d["history"]]} for d in data]
+    return {"about": "scripts/smg_study.py: one entry per (depth, mutation, sigma, seed); config of the first run "
+                     "(policy.hidden, ga.mutation, ga.sigma and run.seed vary)",
+            "config": data[0].get("config") if data else None, "runs": runs}
 
 
 def table(data: list[dict]) -> str:
     cells: dict = {}
     for d in data:
         s = d["summary"]
-        cells.setdefault((s["mutation"], s["sigma"]), []).append(s)
-    sigmas = sorted({k[1] for k in cells})
-    muts = [m for m in MUTATIONS if any(k[0] == m for k in cells)]
-    lines = [f"Solved / runs (median generation of the first success) on esmpi/PointMass-v0, tanh MLP "
-             f"{DEPTH} x {WIDTH}, target {TARGET:g} (trailing {WINDOW}-generation mean of the elite's test return) "
-             f"within {GENERATIONS} generations.", "",
-             "| mutation | " + " | ".join(f"sigma {s:g}" for s in sigmas) + " | all |",
-             "|---|" + "---:|" * (len(sigmas) + 1)]
-    for m in muts:
-        row, tot, n = [], 0, 0
-        for s in sigmas:
-            c = cells.get((m, s), [])
-            ok = [x["generation"] for x in c if x["solved"]]
-            tot, n = tot + len(ok), n + len(c)
-            row.append(f"{len(ok)}/{len(c)}" + (f" ({int(np.median(ok))})" if ok else "") if c else "-")
-        lines.append(f"| {NAMES[m]} | " + " | ".join(row) + f" | {tot}/{n} |")
+        cells.setdefault((s["depth"], s["mutation"], s["sigma"]), []).append(s)
+    sigmas = sorted({k[2] for k in cells})
+    gens = max(d["summary"]["generations_run"] for d in data) if data else GENERATIONS
+    lines = [f"Solved / runs (median generation of the first success) on esmpi/PointMass-v0, tanh MLP of "
+             f"depth x {WIDTH} units, target {TARGET:g} (trailing {WINDOW}-generation mean of the elite's test "
+             f"return over 20 episodes) within {gens} generations; in brackets the median best {WINDOW}-generation "
+             "mean where no seed solved.", "",
+             "| depth | mutation | " + " | ".join(f"sigma {s:g}" for s in sigmas) + " | all |",
+             "|---:|---|" + "---:|" * (len(sigmas) + 1)]
+    for depth in sorted({k[0] for k in cells}):
+        for m in [m for m in MUTATIONS if any(k[:2] == (depth, m) for k in cells)]:
+            row, tot, n = [], 0, 0
+            for s in sigmas:
+                c = cells.get((depth, m, s), [])
+                ok = [x["generation"] for x in c if x["solved"]]
+                tot, n = tot + len(ok), n + len(c)
+                if not c:
+                    row.append("-")
+                elif ok:
+                    row.append(f"{len(ok)}/{len(c)} ({int(np.median(ok))})")
+                else:
+                    row.append(f"0/{len(c)} [{np.median([x['best_trailing'] for x in c]):.0f}]")
+            lines.append(f"| {depth} | {NAMES[m]} | " + " | ".join(row) + f" | {tot}/{n} |")
     cpu = sum(d["summary"]["cpu_s"] for d in data)
     lines += ["", f"{len(data)} runs, {cpu / 60:.1f} CPU-minutes in total (1 rank each)."]
     return "\n".join(lines) + "\n"
@@ -134,55 +173,100 @@ def table(data: list[dict]) -> str:
 def figure(data: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.2))
-    a1, a2 = fig.subplots(1, 2)
+    depths = sorted({d["summary"]["depth"] for d in data})
     sigmas = sorted({d["summary"]["sigma"] for d in data})
-    for m in MUTATIONS:
-        rows = [d["summary"] for d in data if d["summary"]["mutation"] == m]
-        if not rows:
-            continue
-        rate = [np.mean([r["solved"] for r in rows if r["sigma"] == s]) if any(r["sigma"] == s for r in rows)
-                else np.nan for s in sigmas]
-        a1.plot(sigmas, rate, marker="o", label=NAMES[m])
-        best = max(sigmas, key=lambda s: np.nan_to_num(rate[sigmas.index(s)]))
-        for d in data:
-            s = d["summary"]
-            if s["mutation"] == m and s["sigma"] == best:
-                ev = np.array([h["EvalEpRewMean"] for h in d["history"]], float)
-                a2.plot(np.arange(ev.size), ev, color=a1.lines[-1].get_color(), alpha=0.5, lw=1,
-                        label=f"{NAMES[m]}, sigma {best:g}" if s["seed"] == 0 else None)
-    a1.set_xscale("log")
-    a1.set_xlabel("mutation power sigma")
-    a1.set_ylabel("fraction of seeds solved")
-    a1.set_ylim(-0.05, 1.05)
-    a1.legend()
-    a1.set_title(f"GA on PointMass, tanh MLP {DEPTH} x {WIDTH}")
-    a2.axhline(TARGET, color="k", ls=":", lw=1)
-    a2.set_ylim(-120, 0)
-    a2.set_xlabel("generation")
-    a2.set_ylabel("elite's test return")
-    a2.set_title("each mutation at its best sigma (every seed)")
-    a2.legend(fontsize=8)
+    fig = Figure(figsize=(4.2 * len(depths), 7.4))
+    axes = fig.subplots(2, len(depths), squeeze=False)
+    colors = {m: f"C{i}" for i, m in enumerate(MUTATIONS)}
+    for j, depth in enumerate(depths):
+        top, bottom = axes[0, j], axes[1, j]
+        for m in MUTATIONS:
+            rows = [d["summary"] for d in data if d["summary"]["depth"] == depth and d["summary"]["mutation"] == m]
+            if not rows:
+                continue
+            xs = [s for s in sigmas if any(r["sigma"] == s for r in rows)]
+            rate = [np.mean([r["solved"] for r in rows if r["sigma"] == s]) for s in xs]
+            shift = 1 + 0.05 * (MUTATIONS.index(m) - 1.5)      # side by side, so equal rates stay visible
+            top.plot(np.array(xs) * shift, rate, marker="o", color=colors[m], label=NAMES[m])
+            best = max(xs, key=lambda s: (rate[xs.index(s)], np.median([r["best_trailing"] for r in rows
+                                                                           if r["sigma"] == s])))
+            for d in data:
+                s = d["summary"]
+                if s["depth"] == depth and s["mutation"] == m and s["sigma"] == best:
+                    ev = np.array([h["EvalEpRewMean"] for h in d["history"]], float)
+                    k = np.ones(WINDOW) / WINDOW          # the success criterion's trailing mean
+                    bottom.plot(np.arange(WINDOW - 1, ev.size), np.convolve(ev, k, "valid"), color=colors[m],
+                                alpha=0.6, lw=1, label=f"{NAMES[m]}, sigma {best:g}" if s["seed"] == 0 else None)
+        top.set_xscale("log")
+        top.set_xlabel("mutation power sigma")
+        top.set_ylim(-0.05, 1.05)
+        top.set_title(f"tanh MLP {depth} x {WIDTH}")
+        bottom.axhline(TARGET, color="k", ls=":", lw=1)
+        bottom.set_ylim(-90, -10)
+        bottom.set_xlabel("generation")
+        bottom.legend(fontsize=7)
+    axes[0, 0].set_ylabel("fraction of seeds solved")
+    axes[0, 0].legend(fontsize=8)
+    axes[1, 0].set_ylabel(f"elite's test return ({WINDOW}-generation mean)")
+    fig.suptitle("Deep GA on esmpi/PointMass-v0: plain mutation vs SM-G (bottom: each at its best sigma, every seed)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
 
+def sensitivities(out: Path) -> str:
+    """How SM-G's floor (0.01) and clip (0.2) act on these nets at initialisation: per depth and output-layer
+    scale, the fraction of weights whose SUM / ABS sensitivity (100 states of one episode of the initial
+    policy) is below the floor, and the fraction of mutations clipped at sigma = 0.1. Seconds; no training."""
+    from esmpi import seeding
+    from esmpi.objectives.gym import EnvObjective
+    from esmpi.policies.sensitivity import FLOOR, CLIP, sensitivity
+
+    lines = ["| depth | policy.output_init_std | d | SUM: median s | SUM: s < 0.01 | SUM: clipped at sigma 0.1 "
+             "| ABS: median s | ABS: s < 0.01 | ABS: clipped at sigma 0.1 |", "|---:|---:|---:|" + "---:|" * 6]
+    eps = None
+    for depth in DEPTHS:
+        for ostd in (0.01, 1.0):
+            tree = config(depth, "sm_g_sum", 0.1, 0).to_dict()
+            tree["policy"]["output_init_std"] = ostd
+            from esmpi.config import config_from_dict
+            obj = EnvObjective(config_from_dict(tree))
+            theta = obj.initial_theta(seeding.rng(0, seeding.INIT_THETA, 0))
+            G = obj.output_jacobians(theta, obj.episode(theta, 1, 50, keep_obs=True).states)
+            eps = np.random.default_rng(0).standard_normal(theta.size).astype(np.float32)
+            row = [str(depth), f"{ostd:g}", str(theta.size)]
+            for m in ("sum", "abs"):
+                sens = sensitivity(G, m)
+                floored = np.maximum(np.where(sens == 0, 1, sens), FLOOR)
+                row += [f"{np.median(sens):.2g}", f"{np.mean(sens < FLOOR):.0%}",
+                        f"{np.mean(np.abs(np.float32(0.1) * eps / floored) > CLIP):.0%}"]
+            lines.append("| " + " | ".join(row) + " |")
+    text = "\n".join(lines) + "\n"
+    (out / "sensitivities.md").write_text(text)
+    return text
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("runs", "report"))
+    ap.add_argument("what", choices=("runs", "report", "sensitivities"))
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "smg")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "robustness" / "smg.png")
+    ap.add_argument("--depths", default=",".join(map(str, DEPTHS)))
     ap.add_argument("--mutations", default=",".join(MUTATIONS))
     ap.add_argument("--sigmas", default=",".join(map(str, SIGMAS)))
     ap.add_argument("--seeds", type=int, default=len(SEEDS))
     ap.add_argument("--generations", type=int, default=GENERATIONS, help="budget per run (a pilot's)")
     a = ap.parse_args(argv)
     globals()["GENERATIONS"] = a.generations
-    if a.what == "runs":
-        runs(a.out, a.mutations.split(","), [float(x) for x in a.sigmas.split(",")], range(a.seeds))
+    if a.what == "sensitivities":
+        print(sensitivities(a.out))
+    elif a.what == "runs":
+        runs(a.out, [int(x) for x in a.depths.split(",")], a.mutations.split(","),
+             [float(x) for x in a.sigmas.split(",")], range(a.seeds))
     else:
         data = load(a.out)
+        if (a.out / "runs").is_dir():
+            (a.out / "summary.json").write_text(json.dumps(compact(data), separators=(",", ":")))
         (a.out / "table.md").write_text(table(data))
         figure(data, a.figure)
         print(table(data))

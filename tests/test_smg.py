@@ -168,11 +168,18 @@ def test_a_run_with_failing_episodes_keeps_a_finite_state():
     ({"ga": {"mutation": "sm_g_abs", "mode": "random_search", "truncation": None}}, "no parents to mutate"),
     ({"ga": {"mutation": "sm_g_sum", "truncation": 0}}, "ga.truncation = 0"),
     ({"ga": {"mutation": "sm_g"}}, "key 'ga.mutation'"),
+    ({"ga": {"smg_states": 50}}, "not read under ga.mutation = 'plain'"),
 ])
 def test_bad_sm_g_keys(extra, expect):
     with pytest.raises(ConfigError, match=expect) as e:
         strategy_config("ga", **extra)
     assert "\n" not in str(e.value)
+
+
+def test_saved_configs_load_back():
+    for mutation in ("plain", "sm_g_abs"):
+        cfg = strategy_config("ga", ga={"mutation": mutation})
+        assert config_from_dict(cfg.to_dict()) == cfg
 
 
 def test_sm_g_under_another_strategy_or_objective():

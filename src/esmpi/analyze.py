@@ -195,7 +195,9 @@ def format_info(s: dict) -> str:
         e = s["encoding"]
         L.append(f"encoding     elite genome {e['elite_genome_bytes']:,} B vs {e['elite_param_bytes']:,} B of float32 "
                  f"parameters ({e['ratio']:,.0f}x compact); genomes stored {e['stored_genome_bytes']:,} B vs "
-                 f"{e['stored_param_bytes_if_not']:,} B as parameter vectors")
+                 f"{e['stored_param_bytes_if_not']:,} B as parameter vectors"
+                 + (f" (SM-G: genomes do not rebuild theta; the state stores the parents' "
+                    f"{e['smg_parent_theta_bytes']:,} B)" if "smg_parent_theta_bytes" in e else ""))
     L.append(f"world size   {s['world_size']} rank(s)")
     for r in s.get("resumes") or []:
         if isinstance(r, dict):

@@ -183,7 +183,7 @@ class GAConfig(_Section):
     validation_episodes: int = Field(30, ge=1, description="V: validation episodes per elite candidate; counted as training timesteps, as in the paper (authors: 30).")
     test_episodes: int = Field(200, ge=0, description="Episodes of the elite per generation: its test return, the history's EvalEpRewMean; not counted in the budget (authors: 200).")
     mutation: Literal["plain", "sm_g_sum", "sm_g_abs", "sm_g_so"] = Field("plain", description="'plain': child = parent + sigma * eps. 'sm_g_sum' | 'sm_g_abs' | 'sm_g_so': safe mutations through output gradients (Lehman et al. 2017): sigma * eps divided per weight by the sensitivity of the policy's outputs over ga.smg_states states of the parent's own probe episode, clipped to +-0.2 (MLP policies only; docs/ga.md).")
-    smg_states: int = Field(100, description="SM-G: recorded states per parent (a seeded sample of its probe episode's observations; authors: 100). Only read when ga.mutation is an SM-G one.")
+    smg_states: int = Field(100, description="SM-G: recorded states per parent (a seeded sample of its probe episode's observations; authors: 100). Only read (and only accepted) when ga.mutation is an SM-G one.")
 
     @field_validator("smg_states")
     @classmethod
@@ -205,6 +205,9 @@ class GAConfig(_Section):
         if self.validation_top > n:
             raise ValueError(f"ga.validation_top = {self.validation_top} is larger than ga.population = {n}: "
                              "choose k <= N elite candidates")
+        if self.mutation == "plain" and "smg_states" in self.model_fields_set:
+            raise ValueError(f"ga.smg_states = {self.smg_states} is not read under ga.mutation = 'plain': remove it, "
+                             "or choose an SM-G mutation (ga.mutation = 'sm_g_sum', 'sm_g_abs' or 'sm_g_so')")
         if self.mutation != "plain" and (self.mode == "random_search" or self.truncation == 0):
             why = "ga.mode = 'random_search'" if self.mode == "random_search" else "ga.truncation = 0"
             raise ValueError(f"ga.mutation = '{self.mutation}' has no parents to mutate under {why}: "
@@ -275,6 +278,8 @@ class Config(_Section):
                         tree.pop(section, None)
         if self.strategy.name == "ga" and self.ga.mode == "random_search":
             tree["ga"].pop("truncation")     # not read (no parents), and refused when set: the saved config loads back
+        if self.strategy.name == "ga" and self.ga.mutation == "plain":
+            tree["ga"].pop("smg_states")     # the same: not read under plain mutation, refused when set
         return tree
 
 

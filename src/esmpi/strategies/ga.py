@@ -81,6 +81,9 @@ class SMGState(GAState):
 
     parent_thetas: np.ndarray = field(default=None, metadata=VAR)   # (T', d) float32: row p = parent p (0: the elite)
 
+    def encoding(self) -> dict:
+        return {**super().encoding(), "smg_parent_theta_bytes": int(self.parent_thetas.nbytes)}
+
 
 def order_by_fitness(returns: np.ndarray, failed: np.ndarray) -> np.ndarray:
     """Indices sorted by fitness, best first; failed/non-finite last; ties by index."""
@@ -119,7 +122,8 @@ class GA(Strategy):
             self.cache = ParentCache(self.T, self.ctx.d, noise, fresh, self.sigma, self.alloc, self.barrier)
 
     def describe(self) -> str:
-        return f"GA population {self.N}, truncation {self.T}" if self.T else f"random search, population {self.N}"
+        smg = "" if self.cfg.ga.mutation == "plain" else f", {self.cfg.ga.mutation} over {self.cfg.ga.smg_states} states"
+        return f"GA population {self.N}, truncation {self.T}{smg}" if self.T else f"random search, population {self.N}"
 
     def init(self, theta0: np.ndarray) -> GAState:
         e = np.zeros(0, np.int64)
@@ -144,7 +148,8 @@ class GA(Strategy):
     def _smg_child(self, c, base, eps, out):
         return self.smg.child(int(c["base"]), base, eps, c["scale"], out, int(c["offset"]))
 
-    def _child_theta(self, s: GAState, parent: np.ndarray, p: int, offset: int) -> np.ndarray:
+    def _child_theta(self, parent: np.ndarray, p: int, offset: int) -> np.ndarray:
+        """(d,) float32: the child of parent row p with this offset (plain or SM-G), as the evaluator built it."""
         out = np.empty(self.ctx.d, np.float32)
         if self.smg is not None:
             return self.smg.child(p, parent, self.noise.get(int(offset), self.ctx.d), np.float32(self.sigma), out,
@@ -248,7 +253,7 @@ class GA(Strategy):
             if kids["offset"][who] < 0:
                 theta = np.array(self.fresh(int(kids["init"][who])), np.float32)
             else:
-                theta = self._child_theta(s, cache[kids["base"][who]], int(kids["base"][who]), kids["offset"][who])
+                theta = self._child_theta(cache[kids["base"][who]], int(kids["base"][who]), kids["offset"][who])
         thetas = None
         if self.T:
             _, pos = rounds[k].rows(C.TRAIN)
@@ -260,7 +265,7 @@ class GA(Strategy):
                 def child_theta(i):
                     if kids["offset"][i] < 0:
                         return np.asarray(self.fresh(int(kids["init"][i])), np.float32)
-                    return self._child_theta(s, cache[kids["base"][i]], int(kids["base"][i]), kids["offset"][i])
+                    return self._child_theta(cache[kids["base"][i]], int(kids["base"][i]), kids["offset"][i])
                 thetas = np.stack([theta] + [child_theta(i) for i in rest]).astype(np.float32, copy=False)
         else:
             flat, lengths = np.zeros(0, np.int64), np.zeros(0, np.int64)
