@@ -5,8 +5,8 @@
 Reads each run directory's config.toml and progress.jsonl (the checkpoints are not committed) and
 rewrites the part of the doc between ``<!-- atari-results:begin -->`` and ``<!-- atari-results:end -->``:
 one row per run (budget in agent steps and emulator frames, the population's mean return at the first
-and last generation and its best, the evaluation return, the generation from which every training
-return of a generation was the same, and the CPU time), then the VBN probe table in
+and last generation and its best, the evaluation return, how many generations had every training
+return equal (and the first such), and the summed generation wall time), then the VBN probe table in
 results/atari/probe.md when it exists (``make atari-probe`` writes it from the local checkpoints).
 """
 
@@ -45,8 +45,8 @@ def run_row(d: Path) -> str:
         pop = f"{cfg.get('es', {}).get('pairs_per_generation')} pairs"
     mean, std, ev = _col(hist, "EpRewMean"), _col(hist, "EpRewStd"), _col(hist, "EvalEpRewMean")
     steps = int(hist[-1]["TimestepsSoFar"]) if hist else 0
-    same = np.flatnonzero(std > 0)                    # generations whose training returns differed
-    flat = "-" if not hist or std[-1] > 0 else str(int(same[-1]) + 2 if same.size else 1)
+    tied = np.flatnonzero(std == 0)                   # generations whose training returns were all equal
+    flat = f"{tied.size} (first {int(tied[0]) + 1})" if tied.size else "0"
     ev_ok = ev[np.isfinite(ev)]
     cpu = float(np.nansum(_col(hist, "TimeElapsedThisIter")))
     return (f"| {d.name} | {strat} | {a.get('game')} | {a.get('net', 'a3c')} | {'on' if a.get('vbn', True) else 'off'} "
@@ -57,7 +57,7 @@ def run_row(d: Path) -> str:
 
 
 HEADER = ("| run | strategy | game | net | VBN | per generation | generations | agent steps | frames "
-          "| population mean return: first -> last | eval return: first -> last | identical returns from gen | wall min |\n"
+          "| population mean return: first -> last | eval return: first -> last | generations with all returns equal | wall min |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
