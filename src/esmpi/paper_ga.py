@@ -100,7 +100,7 @@ def table(runs: list[P.Run], logs: dict[str, list[dict]] | None = None, window: 
     """One row per (task, strategy): see the module docstring."""
     logs = logs or {}
     lines = ["| task, GA budget B | strategy | runs | timesteps to the Table 1 threshold by B, median [range] (k/n) "
-             "| last 5-gen eval mean at B, per seed (median) | best 5-gen eval mean by B (median) "
+             "| last 5-gen eval mean at B: median (per seed) | best 5-gen eval mean by B, median "
              "| wall time to B, median (load avg of the sessions) |",
              "|---|---|---|---|---|---|---|"]
     for key, by_kind in groups(runs).items():
@@ -113,13 +113,13 @@ def table(runs: list[P.Run], logs: dict[str, list[dict]] | None = None, window: 
             cross = P.summarize_seeds([P.first_crossing(r.history, t.threshold, window) for r in rs],
                                       [r.timesteps for r in rs])
             last = [P._last_mean(r, window) for r in rs]
-            short = [f" ({P.fmt_steps(r.timesteps)})" if r.timesteps < 0.99 * b else "" for r in rs]
+            short = [f" @{P.fmt_steps(r.timesteps)}" if r.timesteps < 0.99 * b else "" for r in rs]
             per = " / ".join(P._fmt_ret(v) + s for v, s in zip(last, short))
             best = _med([P._best_smoothed(r, window) for r in rs])
             wall = P._fmt_dur(float(np.median([r.wall for r in rs])))
             seeds = ", ".join(r.name for r in rs)
             lines.append(f"| {t.env}, {P.fmt_steps(b)} (threshold {t.threshold:g}) | {label} | {seeds} | {cross} | "
-                         f"{per} ({_med(last)}) | {best} | {wall} ({_load(rs, logs)}) |")
+                         f"{_med(last)} ({per}) | {best} | {wall} ({_load(rs, logs)}) |")
     return "\n".join(lines) if len(lines) > 2 else "(no GA or random-search runs)"
 
 
@@ -170,8 +170,8 @@ def section(runs: list[P.Run], logs: dict[str, list[dict]] | None = None, window
     """The generated markdown: the rule in one paragraph, then the table."""
     return ("All runs of a task read at the Deep GA's budget B (each history cut at its first generation with "
             "`TimestepsSoFar >= B`; see `esmpi.paper_ga`); a run that stopped before B (the ARS runs stop at the "
-            "threshold, `run.target_return`) is read where it stopped, its timesteps in parentheses. The GA counts its validation episodes as training "
-            "timesteps, as Such et al. do; the score is the elite's test return (`EvalEpRewMean`), as ES's is its "
+            "threshold, `run.target_return`) is read where it stopped (`@` its timesteps). The GA counts its "
+            "validation episodes as training timesteps, as Such et al. do; the score is the elite's test return (`EvalEpRewMean`), as ES's is its "
             "unperturbed mean's. One rank per run on the shared 2-core machine; the load average is beside the "
             "wall time.\n\n" + table(runs, logs, window))
 
