@@ -15,7 +15,7 @@ run() {   # run NAME JOB [--set ...]
 }
 
 want() { [ $# -eq 0 ] || [[ " $* " == *" $name "* ]]; }
-for name in es-vbn es-novbn ga rs es-vbn-s1 es-novbn-s1; do
+for name in es-vbn es-novbn ga rs es-novbn-s1 es-vbn-s1; do
   want "${@}" || continue
   case $name in
     es-vbn)   run $name jobs/atari-local-spaceinvaders-es.toml ;;

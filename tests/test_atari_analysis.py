@@ -158,6 +158,7 @@ def test_vbn_probe_counts_actions_of_perturbed_thetas_with_and_without_vbn(runs,
         assert len(r["per_theta"]) == 2 and 1 <= r["frames_distinct_mean"] <= 6 and 0 <= r["play_one_action"] <= 1
         assert all(p["play_steps"] == 20 for p in r["per_theta"])
     assert "| space_invaders es: generation 2 | on | 2 | 0.02 |" in probe.format_rows(a)
+    assert all(0 <= p["frames_agree"] <= 1 for r in a["rows"] for p in r["per_theta"])
     bad = tmp_path / "gym.toml"
     bad.write_text('[env]\nid = "Hopper-v5"\n')
     assert probe.main([str(bad)]) == 2
@@ -174,3 +175,17 @@ def test_report_tabulates_the_runs_and_fills_the_marked_section(runs, tmp_path):
     doc.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\nafter\n")
     report.update_doc(doc, text)
     assert doc.read_text() == f"intro\n{report.BEGIN}\n{text}\n{report.END}\nafter\n"
+
+
+def test_docs_atari_results_are_what_make_atari_results_writes():
+    """docs/atari.md's results section against esmpi.atari.report on the committed results/atari/."""
+    from pathlib import Path
+
+    from esmpi.atari import report
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "results/atari").is_dir():
+        pytest.skip("results/atari is not in this checkout")
+    doc = (root / "docs/atari.md").read_text()
+    assert f"{report.BEGIN}\n{report.tables(root / 'results/atari')}\n{report.END}" in doc, \
+        "docs/atari.md: the results section is stale; run make atari-results"

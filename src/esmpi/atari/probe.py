@@ -12,9 +12,11 @@ batch, or one gathered as the run would) and without (the same theta: the layout
 shift is a bias). Per perturbed theta:
 
 - frames: its argmax action on held-out observations (random play, ``address (PROBE, 1)``, never
-  the reference batch): the number of distinct actions and the entropy of their histogram (bits);
+  the reference batch): the number of distinct actions, the entropy of their histogram (bits), and
+  the share of frames on which it acts as the unperturbed theta does (perturbations that change
+  nothing give 100%: ES then sees only ties);
 - play (``--steps N`` > 0): one episode of at most N agent steps from ``episode_seed(seed, PROBE, 2, k)``:
-  distinct actions taken, their entropy, and the return.
+  distinct actions taken, their entropy, and the return of those N steps (not a whole game's).
 
 Reported per (theta, VBN): the means over K, the share of thetas that take a single action, and how
 many different actions are the most frequent one across the K thetas. Pure analysis: nothing is written.
@@ -100,6 +102,9 @@ def probe(source: str, k: int = 20, sigma: float | None = None, n_frames: int = 
         pol = CNNPolicy(CNNSpec(s.net, obj.n_actions, obj.obs_shape, vbn, s.vbn_eps))
         if vbn:
             pol.set_reference_batch(ref)
+        if not pol.set_theta(theta):
+            raise EsmpiError(f"{source}: theta gives non-finite VBN statistics")
+        base = _actions_on_frames(pol, frames)               # the unperturbed theta's actions
         per = []
         for j in range(k):
             eps = seeding.rng(seed, seeding.PROBE, 0, j).standard_normal(theta.size, dtype=np.float32)
@@ -107,7 +112,8 @@ def probe(source: str, k: int = 20, sigma: float | None = None, n_frames: int = 
                 raise EsmpiError(f"{source}: perturbation {j} gives non-finite VBN statistics")
             a = _actions_on_frames(pol, frames)
             c = np.bincount(a, minlength=obj.n_actions)
-            rec = {"frames_distinct": int((c > 0).sum()), "frames_entropy": _entropy(c), "frames_mode": int(c.argmax())}
+            rec = {"frames_distinct": int((c > 0).sum()), "frames_entropy": _entropy(c), "frames_mode": int(c.argmax()),
+                   "frames_agree": float(np.mean(a == base))}
             if steps:
                 pa, ret = _play(pol, obj.env, seeding.episode_seed(seed, seeding.PROBE, 2, j), steps)
                 pc = np.bincount(pa, minlength=obj.n_actions)
@@ -119,7 +125,8 @@ def probe(source: str, k: int = 20, sigma: float | None = None, n_frames: int = 
                "frames_distinct_mean": float(np.mean([r["frames_distinct"] for r in per])),
                "frames_entropy_mean": float(np.mean([r["frames_entropy"] for r in per])),
                "frames_one_action": float(np.mean([r["frames_distinct"] == 1 for r in per])),
-               "modes_distinct": len({r["frames_mode"] for r in per}), "per_theta": per}
+               "modes_distinct": len({r["frames_mode"] for r in per}),
+               "frames_agree_mean": float(np.mean([r["frames_agree"] for r in per])), "per_theta": per}
         if steps:
             row |= {"play_distinct_mean": float(np.mean([r["play_distinct"] for r in per])),
                     "play_entropy_mean": float(np.mean([r["play_entropy"] for r in per])),
@@ -131,7 +138,8 @@ def probe(source: str, k: int = 20, sigma: float | None = None, n_frames: int = 
 
 
 HEADER = ("| theta | VBN | K | sigma | frames: distinct actions | entropy (bits) | one-action thetas | "
-          "modal actions across K | play: distinct actions | entropy (bits) | one-action thetas | return |")
+          "modal actions across K | same action as unperturbed | play: distinct actions | entropy (bits) | "
+          "one-action thetas | return (capped) |")
 
 
 def format_rows(res: dict, header: bool = True) -> str:
@@ -141,7 +149,8 @@ def format_rows(res: dict, header: bool = True) -> str:
                 f"{r['play_return_mean']:.0f}") if r["steps"] else "- | - | - | -"
         L.append(f"| {res['game']} {r['theta']} | {'on' if r['vbn'] else 'off'} | {r['k']} | {r['sigma']:g} | "
                  f"{r['frames_distinct_mean']:.1f} of {r['n_actions']} | {r['frames_entropy_mean']:.2f} "
-                 f"(max {math.log2(r['n_actions']):.2f}) | {r['frames_one_action']:.0%} | {r['modes_distinct']} | {play} |")
+                 f"(max {math.log2(r['n_actions']):.2f}) | {r['frames_one_action']:.0%} | {r['modes_distinct']} | "
+                 f"{r['frames_agree_mean']:.0%} | {play} |")
     return "\n".join(L)
 
 
