@@ -49,7 +49,7 @@ POLICIES = [
     ("HalfCheetah-v5", "halfcheetah-s0", None),
     ("HalfCheetah-v5", "halfcheetah-s2", 43),
     ("HalfCheetah-v5", "ga-halfcheetah-s0", 37),
-    ("HalfCheetah-v5", "ga-halfcheetah-s1", 55),
+    ("HalfCheetah-v5", "ga-halfcheetah-s1", 64),
     ("HalfCheetah-v5", "ars-halfcheetah-s0", None),
     ("HalfCheetah-v5", "ars-halfcheetah-s1", None),
     ("HalfCheetah-v5 (higher return)", "ga-halfcheetah-s0", None),
