@@ -47,20 +47,21 @@ STRATEGY = {"openai_es": "OpenAI-ES", "ga": "Deep GA", "ars": "ARS"}
 # run's state after g generations (replayed to REPLAY[run] timesteps when not committed)
 POLICIES = [
     ("HalfCheetah-v5", "halfcheetah-s0", None),
-    ("HalfCheetah-v5", "halfcheetah-s2", 40),
-    ("HalfCheetah-v5", "ga-halfcheetah-s0", 45),
-    ("HalfCheetah-v5", "ga-halfcheetah-s1", 55),
+    ("HalfCheetah-v5", "halfcheetah-s2", 43),
+    ("HalfCheetah-v5", "ga-halfcheetah-s0", 37),
+    ("HalfCheetah-v5", "ga-halfcheetah-s1", 64),
     ("HalfCheetah-v5", "ars-halfcheetah-s0", None),
     ("HalfCheetah-v5", "ars-halfcheetah-s1", None),
     ("HalfCheetah-v5 (higher return)", "ga-halfcheetah-s0", None),
-    ("HalfCheetah-v5 (higher return)", "halfcheetah-s2", 80),
+    ("HalfCheetah-v5 (higher return)", "halfcheetah-s2", 82),
     ("Walker2d-v5", "walker2d-s0", None),
     ("Walker2d-v5", "walker2d-s1", None),
     ("Walker2d-v5", "ars-walker2d-s0", None),
     ("Walker2d-v5", "ars-walker2d-s1", "best"),
     ("Walker2d-v5", "ars-walker2d-s2", None),
 ]
-REPLAY = {"ga-halfcheetah-s0": 2_600_000, "halfcheetah-s2": 3_700_000, "ga-halfcheetah-s1": 3_300_000}
+REPLAY = {"ga-halfcheetah-s0": 2_600_000, "halfcheetah-s2": 3_700_000, "ga-halfcheetah-s1": 3_300_000,
+          "ars-walker2d-s2": 1_500_000, "walker2d-s0": 1_800_000}
 
 
 def replayed_checkpoint(run: str, gen: int) -> Path:
@@ -117,16 +118,18 @@ def fmt_tables(results: list[dict]) -> str:
         med0 = statistics.median(r["unperturbed"]["mean"] for r in rs)
         head = " / ".join(f"{s:g}" for s in COMMON)
         out += [f"**{task}** (R0: mean of {rs[0]['episodes']} unperturbed episodes; the policies' median R0 is {med0:,.0f})", "",
-                f"| policy | strategy | R0 (vs median) | median R/R0 at s = {head} | p10 R/R0 at {head} | keep90 at {head} "
+                f"| policy | strategy | R0 (vs median) | d, \\|0.01 eps\\| / \\|theta\\| | median R/R0 at s = {head} "
+                f"| p10 R/R0 at {head} | keep90 at {head} "
                 "| own scale: s | median R/R0 at 1x / 2x | p10 R/R0 at 1x / 2x | keep90 at 1x / 2x |",
-                "|---|---|---:|---|---|---|---:|---|---|---|"]
+                "|---|---|---:|---|---|---|---|---:|---|---|---|"]
         for r in rs:
             u = r["unperturbed"]
             com = [s for s in r["scales"] if s["kind"] == "common"]
             own = [s for s in r["scales"] if s["kind"] == "own"]
             col = lambda ss, k: " / ".join("n/a" if s[k] is None else f"{s[k]:.2f}" for s in ss)
             out.append(f"| {r['label']} | {STRATEGY.get(r['strategy'], r['strategy'])} | {u['mean']:,.0f} ± {u['std']:,.0f} "
-                       f"({u['mean'] / med0 - 1:+.0%}) | {col(com, 'rel_median')} | {col(com, 'rel_p10')} | "
+                       f"({u['mean'] / med0 - 1:+.0%}) | {r['num_params']:,}, {0.01 * r['num_params'] ** 0.5 / r['theta_norm']:.3f} | "
+                       f"{col(com, 'rel_median')} | {col(com, 'rel_p10')} | "
                        f"{col(com, 'keep90')} | {r['training_sigma']:g} | {col(own, 'rel_median')} | "
                        f"{col(own, 'rel_p10')} | {col(own, 'keep90')} |")
         out.append("")
@@ -145,13 +148,23 @@ def fmt_tables(results: list[dict]) -> str:
 def main(argv=None) -> int:
     from esmpi import analyze, robustness
     from esmpi.comm import make_comm
+    from esmpi.metrics import l2norm
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-k", type=int, default=100, help="perturbations per scale (default 100)")
     ap.add_argument("--episodes", type=int, default=10, help="unperturbed episodes for R0 (default 10)")
     ap.add_argument("--out", default=str(ROOT / "docs/robustness"), help="directory for matched.{json,md} and the figures")
     ap.add_argument("--only", help="only this task (e.g. Walker2d-v5)")
+    ap.add_argument("--tables", metavar="JSON", help="only rewrite the tables from a matched*.json (no episodes)")
     a = ap.parse_args(argv)
+    if a.tables:
+        results = json.loads(Path(a.tables).read_text())
+        for r in results:
+            r.setdefault("theta_norm", l2norm(analyze.load_run(r["checkpoint"]).state.theta))
+        Path(a.tables).write_text(json.dumps(results, indent=1))
+        Path(a.tables).with_suffix(".md").write_text(fmt_tables(results))
+        print(fmt_tables(results))
+        return 0
     comm = make_comm()
     out = Path(a.out)
     results, tables = [], {}
@@ -164,6 +177,7 @@ def main(argv=None) -> int:
         for i, s in enumerate(res["scales"]):
             s["kind"] = "common" if i < len(COMMON) else "own"
         res["task"] = task
+        res["theta_norm"] = l2norm(rd.state.theta)     # |s eps| ~ s sqrt(d): the relative size of a perturbation
         results.append(res)
         if comm.rank == 0:
             print(f"{task:<32} {res['label']:<40} R0 {res['unperturbed']['mean']:9.1f}  "
