@@ -1,7 +1,7 @@
 """Issue 16's matched robustness comparison: OpenAI-ES vs the Deep GA vs ARS policies of similar
 return on HalfCheetah-v5 and Walker2d-v5, probed with ``esmpi.robustness.probe`` (docs/robustness.md).
 
-    PYTHONPATH=src .venv/bin/python scripts/robustness_matched.py [-k 100] [--out docs/robustness]
+    PYTHONPATH=src .venv/bin/python scripts/robustness_matched.py [--only SET] [-k 100] [--out docs/robustness]
     .venv/bin/mpiexec -n 2 .venv/bin/python scripts/robustness_matched.py ...   (same bits, spread over ranks)
 
 1. **Policies** (``POLICIES``): one checkpoint per (task, strategy, seed), picked by hand so that the
@@ -43,22 +43,25 @@ REPLAYS = ROOT / "results/robustness/replays"
 COMMON = [0.005, 0.01, 0.02, 0.04]
 STRATEGY = {"openai_es": "OpenAI-ES", "ga": "Deep GA", "ars": "ARS"}
 
-# (task, run, checkpoint): checkpoint None = the run's latest.h5, "best" = best.h5, an int g = the
-# run's state after g generations (replayed to REPLAY[run] timesteps when not committed)
+# (set, task, run, checkpoint): checkpoint None = the run's latest.h5, "best" = best.h5, an int g = the
+# run's state after g generations (replayed to REPLAY[run] timesteps when not committed). --only SET.
 POLICIES = [
-    ("HalfCheetah-v5", "halfcheetah-s0", None),
-    ("HalfCheetah-v5", "halfcheetah-s2", 43),
-    ("HalfCheetah-v5", "ga-halfcheetah-s0", 37),
-    ("HalfCheetah-v5", "ga-halfcheetah-s1", 64),
-    ("HalfCheetah-v5", "ars-halfcheetah-s0", None),
-    ("HalfCheetah-v5", "ars-halfcheetah-s1", None),
-    ("HalfCheetah-v5 (higher return)", "ga-halfcheetah-s0", None),
-    ("HalfCheetah-v5 (higher return)", "halfcheetah-s2", 82),
-    ("Walker2d-v5", "walker2d-s0", None),
-    ("Walker2d-v5", "walker2d-s1", None),
-    ("Walker2d-v5", "ars-walker2d-s0", None),
-    ("Walker2d-v5", "ars-walker2d-s1", "best"),
-    ("Walker2d-v5", "ars-walker2d-s2", None),
+    ("halfcheetah", "HalfCheetah-v5", "halfcheetah-s0", None),
+    ("halfcheetah", "HalfCheetah-v5", "halfcheetah-s2", 43),
+    ("halfcheetah", "HalfCheetah-v5", "ga-halfcheetah-s0", 37),
+    ("halfcheetah", "HalfCheetah-v5", "ga-halfcheetah-s1", 64),
+    ("halfcheetah", "HalfCheetah-v5", "ars-halfcheetah-s0", None),
+    ("halfcheetah", "HalfCheetah-v5", "ars-halfcheetah-s1", None),
+    ("halfcheetah", "HalfCheetah-v5 (higher return)", "ga-halfcheetah-s0", None),
+    ("halfcheetah", "HalfCheetah-v5 (higher return)", "halfcheetah-s2", 82),
+    ("walker2d", "Walker2d-v5", "walker2d-s0", None),
+    ("walker2d", "Walker2d-v5", "walker2d-s1", None),
+    ("walker2d", "Walker2d-v5", "ars-walker2d-s0", None),
+    ("walker2d", "Walker2d-v5", "ars-walker2d-s1", "best"),
+    ("walker2d", "Walker2d-v5", "ars-walker2d-s2", None),
+    ("walker2d_ga", "Walker2d-v5 (lower return, with the GA)", "ga-walker2d-s0", None),
+    ("walker2d_ga", "Walker2d-v5 (lower return, with the GA)", "ars-walker2d-s2", 58),
+    ("walker2d_ga", "Walker2d-v5 (lower return, with the GA)", "walker2d-s0", 38),
 ]
 REPLAY = {"ga-halfcheetah-s0": 2_600_000, "halfcheetah-s2": 3_700_000, "ga-halfcheetah-s1": 3_300_000,
           "ars-walker2d-s2": 1_500_000, "walker2d-s0": 1_800_000}
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
     ap.add_argument("-k", type=int, default=100, help="perturbations per scale (default 100)")
     ap.add_argument("--episodes", type=int, default=10, help="unperturbed episodes for R0 (default 10)")
     ap.add_argument("--out", default=str(ROOT / "docs/robustness"), help="directory for matched.{json,md} and the figures")
-    ap.add_argument("--only", help="only this task (e.g. Walker2d-v5)")
+    ap.add_argument("--only", choices=sorted({p[0] for p in POLICIES}), help="only this set of policies")
     ap.add_argument("--tables", metavar="JSON", help="only rewrite the tables from a matched*.json (no episodes)")
     a = ap.parse_args(argv)
     if a.tables:
@@ -168,8 +171,8 @@ def main(argv=None) -> int:
     comm = make_comm()
     out = Path(a.out)
     results, tables = [], {}
-    for task, run, ck in POLICIES:
-        if a.only and not task.startswith(a.only):
+    for group, task, run, ck in POLICIES:
+        if a.only and group != a.only:
             continue
         rd = load(run, ck)
         own = [robustness.training_sigma(rd.config) * m for m in (1.0, 2.0)]
@@ -185,13 +188,13 @@ def main(argv=None) -> int:
     if comm.rank:
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    suffix = f"_{a.only.split('-')[0].lower()}" if a.only else ""
+    suffix = f"_{a.only}" if a.only else ""
     (out / f"matched{suffix}.json").write_text(json.dumps(results, indent=1))
     (out / f"matched{suffix}.md").write_text(fmt_tables(results))
     for task in dict.fromkeys(r["task"] for r in results):
         rs = [dict(r, scales=[s for s in r["scales"] if s["kind"] == "common"], label=r["label"].replace(" (", "\n("))
               for r in results if r["task"] == task]
-        name = task.split("-")[0].lower() + ("_high" if "higher" in task else "")
+        name = task.split("-")[0].lower() + ("_high" if "higher" in task else "_ga" if "GA" in task else "")
         fig = robustness.plot_robustness(rs, title=f"{task}: policies of similar return, K = {a.k} perturbations "
                                                    "per scale, common absolute scales")
         analyze.save_figure(fig, out / f"matched_{name}.png")
