@@ -12,7 +12,7 @@ return on HalfCheetah-v5 and Walker2d-v5, probed with ``esmpi.robustness.probe``
    checkpoint every generation. A run is bitwise reproducible, so the replay's generation g is the
    run's generation g; this script checks it (the replayed history's evaluation column must equal the
    committed run's, to the bit) before using a replayed checkpoint. The chosen replayed checkpoints are
-   committed in ``results/robustness/checkpoints/`` (about 60-100 KB each); a missing one is replayed
+   committed in ``results/robustness/checkpoints/`` (40-80 KB each); a missing one is replayed
    into ``results/robustness/replays/`` (a few CPU-minutes per run) and copied there.
    After a ``run.target_return`` stop the newest checkpoint is one unevaluated update past the scored
    policy (ars-walker2d-s1's ``latest.h5`` scores 957 where its ``best.h5`` scores 3,915), so such a
@@ -21,8 +21,9 @@ return on HalfCheetah-v5 and Walker2d-v5, probed with ``esmpi.robustness.probe``
    and at 1x and 2x each run's own training scale (ES sigma, GA mutation power, ARS nu), plus 10
    unperturbed episodes for R0 (analysis seed 0: every policy meets the same eps_k offsets and start
    states).
-3. **Output** in ``--out``: ``matched.json`` (every return), ``matched.md`` (the tables pasted into
-   docs/robustness.md), ``matched_<task>.png`` (one panel per common scale, a box per policy).
+3. **Output** in ``--out`` for the set ``--only SET`` (without it, every set in ``matched.json/.md``): ``matched_SET.json``
+   (every return), ``matched_SET.md`` (the tables pasted into docs/robustness.md), ``matched_<task>*.png``
+   (one panel per common scale, a box per policy). ``--tables JSON`` rewrites a set's tables from its JSON.
 """
 from __future__ import annotations
 
@@ -104,13 +105,38 @@ def load(run: str, ck):
     if isinstance(ck, int):
         return _relabel(analyze.load_run(replayed_checkpoint(run, ck)), f"{run} gen {ck} (replayed)")
     rd = analyze.load_run(RUNS / run, ck)
-    return _relabel(rd, f"{run} {ck} (gen {rd.state.generation})" if ck else f"{run} latest (gen {rd.state.generation})")
+    g = rd.state.generation
+    return _relabel(rd, f"{run} {ck} (gen {g})" if ck else f"{run} latest (gen {g})")
 
 
 def _relabel(rd, label: str):
     import dataclasses
 
     return dataclasses.replace(rd, label=label)
+
+
+def _cells(scales: list[dict], key: str) -> str:
+    return " / ".join("n/a" if x[key] is None else f"{x[key]:.2f}" for x in scales)
+
+
+def _policy_row(r: dict, med0: float) -> str:
+    u = r["unperturbed"]
+    com = [s for s in r["scales"] if s["kind"] == "common"]
+    own = [s for s in r["scales"] if s["kind"] == "own"]
+    rel = 0.01 * r["num_params"] ** 0.5 / r["theta_norm"]          # |0.01 eps| / |theta|
+    return (f"| {r['label']} | {STRATEGY.get(r['strategy'], r['strategy'])} | {u['mean']:,.0f} ± {u['std']:,.0f} "
+            f"({u['mean'] / med0 - 1:+.0%}) | {r['num_params']:,}, {rel:.3f} | {_cells(com, 'rel_median')} | "
+            f"{_cells(com, 'rel_p10')} | {_cells(com, 'keep90')} | {r['training_sigma']:g} | "
+            f"{_cells(own, 'rel_median')} | {_cells(own, 'rel_p10')} | {_cells(own, 'keep90')} |")
+
+
+def _strategy_row(strat: str, ss: list[dict]) -> str:
+    def mean(key: str, c: float) -> float:
+        return float(np.mean([next(x for x in r["scales"] if x["kind"] == "common" and x["sigma"] == c)[key] or 0.0
+                              for r in ss]))
+
+    cell = lambda key: " / ".join(f"{mean(key, c):.2f}" for c in COMMON)
+    return f"| {STRATEGY.get(strat, strat)} | {len(ss)} | {cell('rel_median')} | {cell('rel_p10')} | {cell('keep90')} |"
 
 
 def fmt_tables(results: list[dict]) -> str:
@@ -120,30 +146,17 @@ def fmt_tables(results: list[dict]) -> str:
         rs = [r for r in results if r["task"] == task]
         med0 = statistics.median(r["unperturbed"]["mean"] for r in rs)
         head = " / ".join(f"{s:g}" for s in COMMON)
-        out += [f"**{task}** (R0: mean of {rs[0]['episodes']} unperturbed episodes; the policies' median R0 is {med0:,.0f})", "",
+        out += [f"**{task}** (R0: mean of {rs[0]['episodes']} unperturbed episodes; "
+                f"the policies' median R0 is {med0:,.0f})", "",
                 f"| policy | strategy | R0 (vs median) | d, \\|0.01 eps\\| / \\|theta\\| | median R/R0 at s = {head} "
                 f"| p10 R/R0 at {head} | keep90 at {head} "
                 "| own scale: s | median R/R0 at 1x / 2x | p10 R/R0 at 1x / 2x | keep90 at 1x / 2x |",
                 "|---|---|---:|---|---|---|---|---:|---|---|---|"]
-        for r in rs:
-            u = r["unperturbed"]
-            com = [s for s in r["scales"] if s["kind"] == "common"]
-            own = [s for s in r["scales"] if s["kind"] == "own"]
-            col = lambda ss, k: " / ".join("n/a" if s[k] is None else f"{s[k]:.2f}" for s in ss)
-            out.append(f"| {r['label']} | {STRATEGY.get(r['strategy'], r['strategy'])} | {u['mean']:,.0f} ± {u['std']:,.0f} "
-                       f"({u['mean'] / med0 - 1:+.0%}) | {r['num_params']:,}, {0.01 * r['num_params'] ** 0.5 / r['theta_norm']:.3f} | "
-                       f"{col(com, 'rel_median')} | {col(com, 'rel_p10')} | "
-                       f"{col(com, 'keep90')} | {r['training_sigma']:g} | {col(own, 'rel_median')} | "
-                       f"{col(own, 'rel_p10')} | {col(own, 'keep90')} |")
-        out.append("")
-        out += [f"Per strategy (mean over its policies above) at s = {head}:", "",
+        out += [_policy_row(r, med0) for r in rs]
+        out += ["", f"Per strategy (mean over its policies above) at s = {head}:", "",
                 "| strategy | policies | median R/R0 | p10 R/R0 | keep90 |", "|---|---:|---|---|---|"]
-        for strat in dict.fromkeys(r["strategy"] for r in rs):
-            ss = [r for r in rs if r["strategy"] == strat]
-            cell = lambda k: " / ".join(
-                f"{np.mean([next(s for s in r['scales'] if s['kind'] == 'common' and s['sigma'] == c)[k] or 0.0 for r in ss]):.2f}"
-                for c in COMMON)
-            out.append(f"| {STRATEGY.get(strat, strat)} | {len(ss)} | {cell('rel_median')} | {cell('rel_p10')} | {cell('keep90')} |")
+        strategies = dict.fromkeys(r["strategy"] for r in rs)
+        out += [_strategy_row(st, [r for r in rs if r["strategy"] == st]) for st in strategies]
         out.append("")
     return "\n".join(out)
 
@@ -156,7 +169,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-k", type=int, default=100, help="perturbations per scale (default 100)")
     ap.add_argument("--episodes", type=int, default=10, help="unperturbed episodes for R0 (default 10)")
-    ap.add_argument("--out", default=str(ROOT / "docs/robustness"), help="directory for matched.{json,md} and the figures")
+    ap.add_argument("--out", default=str(ROOT / "docs/robustness"),
+                    help="directory for matched_SET.{json,md} and the figures")
     ap.add_argument("--only", choices=sorted({p[0] for p in POLICIES}), help="only this set of policies")
     ap.add_argument("--tables", metavar="JSON", help="only rewrite the tables from a matched*.json (no episodes)")
     a = ap.parse_args(argv)
