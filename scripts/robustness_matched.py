@@ -1,7 +1,7 @@
 """Issue 16's matched robustness comparison: OpenAI-ES vs the Deep GA vs ARS policies of similar
 return on HalfCheetah-v5 and Walker2d-v5, probed with ``esmpi.robustness.probe`` (docs/robustness.md).
 
-    PYTHONPATH=src .venv/bin/python scripts/robustness_matched.py [-k 100] [--out docs/robustness]
+    PYTHONPATH=src .venv/bin/python scripts/robustness_matched.py [--only SET] [-k 100] [--out docs/robustness]
     .venv/bin/mpiexec -n 2 .venv/bin/python scripts/robustness_matched.py ...   (same bits, spread over ranks)
 
 1. **Policies** (``POLICIES``): one checkpoint per (task, strategy, seed), picked by hand so that the
@@ -12,7 +12,7 @@ return on HalfCheetah-v5 and Walker2d-v5, probed with ``esmpi.robustness.probe``
    checkpoint every generation. A run is bitwise reproducible, so the replay's generation g is the
    run's generation g; this script checks it (the replayed history's evaluation column must equal the
    committed run's, to the bit) before using a replayed checkpoint. The chosen replayed checkpoints are
-   committed in ``results/robustness/checkpoints/`` (about 60-100 KB each); a missing one is replayed
+   committed in ``results/robustness/checkpoints/`` (40-80 KB each); a missing one is replayed
    into ``results/robustness/replays/`` (a few CPU-minutes per run) and copied there.
    After a ``run.target_return`` stop the newest checkpoint is one unevaluated update past the scored
    policy (ars-walker2d-s1's ``latest.h5`` scores 957 where its ``best.h5`` scores 3,915), so such a
@@ -21,8 +21,9 @@ return on HalfCheetah-v5 and Walker2d-v5, probed with ``esmpi.robustness.probe``
    and at 1x and 2x each run's own training scale (ES sigma, GA mutation power, ARS nu), plus 10
    unperturbed episodes for R0 (analysis seed 0: every policy meets the same eps_k offsets and start
    states).
-3. **Output** in ``--out``: ``matched.json`` (every return), ``matched.md`` (the tables pasted into
-   docs/robustness.md), ``matched_<task>.png`` (one panel per common scale, a box per policy).
+3. **Output** in ``--out`` for the set ``--only SET`` (without it, every set in ``matched.json/.md``): ``matched_SET.json``
+   (every return), ``matched_SET.md`` (the tables pasted into docs/robustness.md), ``matched_<task>*.png``
+   (one panel per common scale, a box per policy). ``--tables JSON`` rewrites a set's tables from its JSON.
 """
 from __future__ import annotations
 
@@ -43,22 +44,25 @@ REPLAYS = ROOT / "results/robustness/replays"
 COMMON = [0.005, 0.01, 0.02, 0.04]
 STRATEGY = {"openai_es": "OpenAI-ES", "ga": "Deep GA", "ars": "ARS"}
 
-# (task, run, checkpoint): checkpoint None = the run's latest.h5, "best" = best.h5, an int g = the
-# run's state after g generations (replayed to REPLAY[run] timesteps when not committed)
+# (set, task, run, checkpoint): checkpoint None = the run's latest.h5, "best" = best.h5, an int g = the
+# run's state after g generations (replayed to REPLAY[run] timesteps when not committed). --only SET.
 POLICIES = [
-    ("HalfCheetah-v5", "halfcheetah-s0", None),
-    ("HalfCheetah-v5", "halfcheetah-s2", 43),
-    ("HalfCheetah-v5", "ga-halfcheetah-s0", 37),
-    ("HalfCheetah-v5", "ga-halfcheetah-s1", 64),
-    ("HalfCheetah-v5", "ars-halfcheetah-s0", None),
-    ("HalfCheetah-v5", "ars-halfcheetah-s1", None),
-    ("HalfCheetah-v5 (higher return)", "ga-halfcheetah-s0", None),
-    ("HalfCheetah-v5 (higher return)", "halfcheetah-s2", 82),
-    ("Walker2d-v5", "walker2d-s0", None),
-    ("Walker2d-v5", "walker2d-s1", None),
-    ("Walker2d-v5", "ars-walker2d-s0", None),
-    ("Walker2d-v5", "ars-walker2d-s1", "best"),
-    ("Walker2d-v5", "ars-walker2d-s2", None),
+    ("halfcheetah", "HalfCheetah-v5", "halfcheetah-s0", None),
+    ("halfcheetah", "HalfCheetah-v5", "halfcheetah-s2", 43),
+    ("halfcheetah", "HalfCheetah-v5", "ga-halfcheetah-s0", 37),
+    ("halfcheetah", "HalfCheetah-v5", "ga-halfcheetah-s1", 64),
+    ("halfcheetah", "HalfCheetah-v5", "ars-halfcheetah-s0", None),
+    ("halfcheetah", "HalfCheetah-v5", "ars-halfcheetah-s1", None),
+    ("halfcheetah", "HalfCheetah-v5 (higher return)", "ga-halfcheetah-s0", None),
+    ("halfcheetah", "HalfCheetah-v5 (higher return)", "halfcheetah-s2", 82),
+    ("walker2d", "Walker2d-v5", "walker2d-s0", None),
+    ("walker2d", "Walker2d-v5", "walker2d-s1", None),
+    ("walker2d", "Walker2d-v5", "ars-walker2d-s0", None),
+    ("walker2d", "Walker2d-v5", "ars-walker2d-s1", "best"),
+    ("walker2d", "Walker2d-v5", "ars-walker2d-s2", None),
+    ("walker2d_ga", "Walker2d-v5 (lower return, with the GA)", "ga-walker2d-s0", None),
+    ("walker2d_ga", "Walker2d-v5 (lower return, with the GA)", "ars-walker2d-s2", 58),
+    ("walker2d_ga", "Walker2d-v5 (lower return, with the GA)", "walker2d-s0", 38),
 ]
 REPLAY = {"ga-halfcheetah-s0": 2_600_000, "halfcheetah-s2": 3_700_000, "ga-halfcheetah-s1": 3_300_000,
           "ars-walker2d-s2": 1_500_000, "walker2d-s0": 1_800_000}
@@ -101,13 +105,38 @@ def load(run: str, ck):
     if isinstance(ck, int):
         return _relabel(analyze.load_run(replayed_checkpoint(run, ck)), f"{run} gen {ck} (replayed)")
     rd = analyze.load_run(RUNS / run, ck)
-    return _relabel(rd, f"{run} {ck} (gen {rd.state.generation})" if ck else f"{run} latest (gen {rd.state.generation})")
+    g = rd.state.generation
+    return _relabel(rd, f"{run} {ck} (gen {g})" if ck else f"{run} latest (gen {g})")
 
 
 def _relabel(rd, label: str):
     import dataclasses
 
     return dataclasses.replace(rd, label=label)
+
+
+def _cells(scales: list[dict], key: str) -> str:
+    return " / ".join("n/a" if x[key] is None else f"{x[key]:.2f}" for x in scales)
+
+
+def _policy_row(r: dict, med0: float) -> str:
+    u = r["unperturbed"]
+    com = [s for s in r["scales"] if s["kind"] == "common"]
+    own = [s for s in r["scales"] if s["kind"] == "own"]
+    rel = 0.01 * r["num_params"] ** 0.5 / r["theta_norm"]          # |0.01 eps| / |theta|
+    return (f"| {r['label']} | {STRATEGY.get(r['strategy'], r['strategy'])} | {u['mean']:,.0f} ± {u['std']:,.0f} "
+            f"({u['mean'] / med0 - 1:+.0%}) | {r['num_params']:,}, {rel:.3f} | {_cells(com, 'rel_median')} | "
+            f"{_cells(com, 'rel_p10')} | {_cells(com, 'keep90')} | {r['training_sigma']:g} | "
+            f"{_cells(own, 'rel_median')} | {_cells(own, 'rel_p10')} | {_cells(own, 'keep90')} |")
+
+
+def _strategy_row(strat: str, ss: list[dict]) -> str:
+    def mean(key: str, c: float) -> float:
+        return float(np.mean([next(x for x in r["scales"] if x["kind"] == "common" and x["sigma"] == c)[key] or 0.0
+                              for r in ss]))
+
+    cell = lambda key: " / ".join(f"{mean(key, c):.2f}" for c in COMMON)
+    return f"| {STRATEGY.get(strat, strat)} | {len(ss)} | {cell('rel_median')} | {cell('rel_p10')} | {cell('keep90')} |"
 
 
 def fmt_tables(results: list[dict]) -> str:
@@ -117,30 +146,17 @@ def fmt_tables(results: list[dict]) -> str:
         rs = [r for r in results if r["task"] == task]
         med0 = statistics.median(r["unperturbed"]["mean"] for r in rs)
         head = " / ".join(f"{s:g}" for s in COMMON)
-        out += [f"**{task}** (R0: mean of {rs[0]['episodes']} unperturbed episodes; the policies' median R0 is {med0:,.0f})", "",
+        out += [f"**{task}** (R0: mean of {rs[0]['episodes']} unperturbed episodes; "
+                f"the policies' median R0 is {med0:,.0f})", "",
                 f"| policy | strategy | R0 (vs median) | d, \\|0.01 eps\\| / \\|theta\\| | median R/R0 at s = {head} "
                 f"| p10 R/R0 at {head} | keep90 at {head} "
                 "| own scale: s | median R/R0 at 1x / 2x | p10 R/R0 at 1x / 2x | keep90 at 1x / 2x |",
                 "|---|---|---:|---|---|---|---|---:|---|---|---|"]
-        for r in rs:
-            u = r["unperturbed"]
-            com = [s for s in r["scales"] if s["kind"] == "common"]
-            own = [s for s in r["scales"] if s["kind"] == "own"]
-            col = lambda ss, k: " / ".join("n/a" if s[k] is None else f"{s[k]:.2f}" for s in ss)
-            out.append(f"| {r['label']} | {STRATEGY.get(r['strategy'], r['strategy'])} | {u['mean']:,.0f} ± {u['std']:,.0f} "
-                       f"({u['mean'] / med0 - 1:+.0%}) | {r['num_params']:,}, {0.01 * r['num_params'] ** 0.5 / r['theta_norm']:.3f} | "
-                       f"{col(com, 'rel_median')} | {col(com, 'rel_p10')} | "
-                       f"{col(com, 'keep90')} | {r['training_sigma']:g} | {col(own, 'rel_median')} | "
-                       f"{col(own, 'rel_p10')} | {col(own, 'keep90')} |")
-        out.append("")
-        out += [f"Per strategy (mean over its policies above) at s = {head}:", "",
+        out += [_policy_row(r, med0) for r in rs]
+        out += ["", f"Per strategy (mean over its policies above) at s = {head}:", "",
                 "| strategy | policies | median R/R0 | p10 R/R0 | keep90 |", "|---|---:|---|---|---|"]
-        for strat in dict.fromkeys(r["strategy"] for r in rs):
-            ss = [r for r in rs if r["strategy"] == strat]
-            cell = lambda k: " / ".join(
-                f"{np.mean([next(s for s in r['scales'] if s['kind'] == 'common' and s['sigma'] == c)[k] or 0.0 for r in ss]):.2f}"
-                for c in COMMON)
-            out.append(f"| {STRATEGY.get(strat, strat)} | {len(ss)} | {cell('rel_median')} | {cell('rel_p10')} | {cell('keep90')} |")
+        strategies = dict.fromkeys(r["strategy"] for r in rs)
+        out += [_strategy_row(st, [r for r in rs if r["strategy"] == st]) for st in strategies]
         out.append("")
     return "\n".join(out)
 
@@ -153,8 +169,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-k", type=int, default=100, help="perturbations per scale (default 100)")
     ap.add_argument("--episodes", type=int, default=10, help="unperturbed episodes for R0 (default 10)")
-    ap.add_argument("--out", default=str(ROOT / "docs/robustness"), help="directory for matched.{json,md} and the figures")
-    ap.add_argument("--only", help="only this task (e.g. Walker2d-v5)")
+    ap.add_argument("--out", default=str(ROOT / "docs/robustness"),
+                    help="directory for matched_SET.{json,md} and the figures")
+    ap.add_argument("--only", choices=sorted({p[0] for p in POLICIES}), help="only this set of policies")
     ap.add_argument("--tables", metavar="JSON", help="only rewrite the tables from a matched*.json (no episodes)")
     a = ap.parse_args(argv)
     if a.tables:
@@ -168,8 +185,8 @@ def main(argv=None) -> int:
     comm = make_comm()
     out = Path(a.out)
     results, tables = [], {}
-    for task, run, ck in POLICIES:
-        if a.only and not task.startswith(a.only):
+    for group, task, run, ck in POLICIES:
+        if a.only and group != a.only:
             continue
         rd = load(run, ck)
         own = [robustness.training_sigma(rd.config) * m for m in (1.0, 2.0)]
@@ -185,13 +202,13 @@ def main(argv=None) -> int:
     if comm.rank:
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    suffix = f"_{a.only.split('-')[0].lower()}" if a.only else ""
+    suffix = f"_{a.only}" if a.only else ""
     (out / f"matched{suffix}.json").write_text(json.dumps(results, indent=1))
     (out / f"matched{suffix}.md").write_text(fmt_tables(results))
     for task in dict.fromkeys(r["task"] for r in results):
         rs = [dict(r, scales=[s for s in r["scales"] if s["kind"] == "common"], label=r["label"].replace(" (", "\n("))
               for r in results if r["task"] == task]
-        name = task.split("-")[0].lower() + ("_high" if "higher" in task else "")
+        name = task.split("-")[0].lower() + ("_high" if "higher" in task else "_ga" if "GA" in task else "")
         fig = robustness.plot_robustness(rs, title=f"{task}: policies of similar return, K = {a.k} perturbations "
                                                    "per scale, common absolute scales")
         analyze.save_figure(fig, out / f"matched_{name}.png")
