@@ -55,7 +55,9 @@ def config(depth: int, mutation: str, sigma: float, seed: int, generations: int 
             "es": {"obs_stat_fraction": 0.1}, "noise": {"size": 2_000_000, "seed": 7},
             "checks": {"replica_check_every": 0},
             "ga": {"population": 40, "truncation": 8, "sigma": sigma, "validation_top": 4, "validation_episodes": 5,
-                   "test_episodes": 20, "mutation": mutation, "smg_states": 100}}
+                   "test_episodes": 20, "mutation": mutation}}
+    if mutation != "plain":
+        tree["ga"]["smg_states"] = 100
     return config_from_dict(tree, "<smg study>")
 
 
