@@ -126,11 +126,15 @@ toys: setup
 # (seconds); smg-runs redoes them on one rank per run, skipping runs already there (remove
 # results/smg/runs/ to redo everything; see docs/robustness.md for the CPU time).
 .PHONY: smg-results smg-runs
+SMG_CONTROL = --depths 16,48 --mutations plain,sm_g_sum,sm_g_abs --sigmas 0.1,1 --output-init-std 1
 smg-results: setup
 	PYTHONPATH=src $(PY) scripts/smg_study.py report --out results/smg --figure docs/robustness/smg.png
+	PYTHONPATH=src $(PY) scripts/smg_study.py report --out results/smg/control --figure docs/robustness/smg-control.png
 
 smg-runs: setup
 	PYTHONPATH=src nice -n 10 $(PY) scripts/smg_study.py runs --out results/smg
+	PYTHONPATH=src nice -n 10 $(PY) scripts/smg_study.py runs --out results/smg/control $(SMG_CONTROL)
+	PYTHONPATH=src $(PY) scripts/smg_study.py sensitivities --out results/smg
 	$(MAKE) smg-results
 
 # The local ES-on-MNIST study (issue 14, docs/mnist.md). mnist-results redraws the committed figures

@@ -41,6 +41,7 @@ SIGMAS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 PLAIN_MIN_SIGMA = 0.01               # below it plain mutation only crawls (SM-G's own scale is ~100x smaller: its
                                      # 0.01 sensitivity floor multiplies sigma by up to 100; docs/robustness.md)
 SEEDS = tuple(range(4))
+OUTPUT_STD = 0.01                    # policy.output_init_std (esmpi's default); the control run sets 1.0
 SO_CELLS = {(4, 0.1), (16, 0.1), (48, 0.1)}     # SM-G-SO is ~10x dearer per child: only these (depth, sigma) cells
 KEEP = ("EvalEpRewMean", "GAEliteValidation", "TimestepsSoFar", "GAProbeTimesteps", "TimeElapsed")
 
@@ -51,16 +52,19 @@ def config(depth: int, mutation: str, sigma: float, seed: int, generations: int 
     generations = generations or GENERATIONS
     tree = {"strategy": {"name": "ga"},
             "run": {"seed": seed, "generations": generations, "target_return": TARGET, "target_window": WINDOW},
-            "env": {"id": "esmpi/PointMass-v0"}, "policy": {"hidden": [WIDTH] * depth},
+            "env": {"id": "esmpi/PointMass-v0"}, "policy": {"hidden": [WIDTH] * depth, "output_init_std": OUTPUT_STD},
             "es": {"obs_stat_fraction": 0.1}, "noise": {"size": 2_000_000, "seed": 7},
             "checks": {"replica_check_every": 0},
             "ga": {"population": 40, "truncation": 8, "sigma": sigma, "validation_top": 4, "validation_episodes": 5,
-                   "test_episodes": 20, "mutation": mutation, "smg_states": 100}}
+                   "test_episodes": 20, "mutation": mutation}}
+    if mutation != "plain":
+        tree["ga"]["smg_states"] = 100
     return config_from_dict(tree, "<smg study>")
 
 
 def name(depth: int, mutation: str, sigma: float, seed: int) -> str:
-    return f"d{depth}-{mutation}-sigma{sigma:g}-s{seed}"
+    out = "" if OUTPUT_STD == 0.01 else f"-out{OUTPUT_STD:g}"
+    return f"d{depth}{out}-{mutation}-sigma{sigma:g}-s{seed}"
 
 
 def first_success(evals: list[float]) -> int | None:
@@ -94,7 +98,7 @@ def run_one(depth: int, mutation: str, sigma: float, seed: int, out: Path) -> No
     hist = [{k: h.get(k, math.nan) for k in KEEP} for h in tr.history]
     evals = [h["EvalEpRewMean"] for h in hist]
     g = first_success(evals)
-    summary = {"depth": depth, "mutation": mutation, "sigma": sigma, "seed": seed, "solved": g is not None, "generation": g,
+    summary = {"depth": depth, "output_init_std": OUTPUT_STD, "mutation": mutation, "sigma": sigma, "seed": seed, "solved": g is not None, "generation": g,
                "timesteps": hist[g]["TimestepsSoFar"] if g is not None else None,
                "probe_timesteps": float(np.nansum([h["GAProbeTimesteps"] for h in hist])),
                "generations_run": len(hist), "best_eval": float(np.nanmax(evals)) if len(evals) > 1 else math.nan,
@@ -145,8 +149,9 @@ def table(data: list[dict]) -> str:
         cells.setdefault((s["depth"], s["mutation"], s["sigma"]), []).append(s)
     sigmas = sorted({k[2] for k in cells})
     gens = max(d["summary"]["generations_run"] for d in data) if data else GENERATIONS
+    ostd = sorted({d["summary"].get("output_init_std", 0.01) for d in data})
     lines = [f"Solved / runs (median generation of the first success) on esmpi/PointMass-v0, tanh MLP of "
-             f"depth x {WIDTH} units, target {TARGET:g} (trailing {WINDOW}-generation mean of the elite's test "
+             f"depth x {WIDTH} units (policy.output_init_std {', '.join(f'{x:g}' for x in ostd)}), target {TARGET:g} (trailing {WINDOW}-generation mean of the elite's test "
              f"return over 20 episodes) within {gens} generations; in brackets the median best {WINDOW}-generation "
              "mean where no seed solved.", "",
              "| depth | mutation | " + " | ".join(f"sigma {s:g}" for s in sigmas) + " | all |",
@@ -256,8 +261,10 @@ def main(argv=None) -> None:
     ap.add_argument("--sigmas", default=",".join(map(str, SIGMAS)))
     ap.add_argument("--seeds", type=int, default=len(SEEDS))
     ap.add_argument("--generations", type=int, default=GENERATIONS, help="budget per run (a pilot's)")
+    ap.add_argument("--output-init-std", type=float, default=OUTPUT_STD, help="the control: 1.0")
     a = ap.parse_args(argv)
     globals()["GENERATIONS"] = a.generations
+    globals()["OUTPUT_STD"] = a.output_init_std
     if a.what == "sensitivities":
         print(sensitivities(a.out))
     elif a.what == "runs":
