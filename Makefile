@@ -79,8 +79,8 @@ ATARI := results/atari
 .PHONY: atari-results atari-runs atari-probe
 atari-results: setup
 	@mkdir -p docs/atari
-	$(PLOT) $(ATARI)/es-vbn $(ATARI)/es-novbn -o docs/atari/es-spaceinvaders-vbn.png \
-	  --title "OpenAI-ES on Space Invaders, A3C net, 10 pairs/generation, seed 0: with and without virtual batch norm"
+	$(PLOT) $(ATARI)/es-vbn $(ATARI)/es-vbn-s1 $(ATARI)/es-novbn $(ATARI)/es-novbn-s1 -o docs/atari/es-spaceinvaders-vbn.png \
+	  --title "OpenAI-ES on Space Invaders, A3C net, 10 pairs/generation, seeds 0 and 1: with and without virtual batch norm"
 	$(PLOT) $(ATARI)/ga $(ATARI)/rs -o docs/atari/ga-rs-frostbite.png \
 	  --title "Deep GA vs random search on Frostbite, Nature net, population 20, 1 seed (eval: the elite's test episodes)"
 	$(PY) -m esmpi.atari.report $(ATARI) --doc docs/atari.md
