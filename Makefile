@@ -72,9 +72,10 @@ results: setup
 
 # Atari from pixels (issue 15, docs/atari.md "Results"). atari-results redraws docs/atari/*.png and the
 # results section of docs/atari.md from the committed runs in results/atari/ (config.toml and
-# progress.jsonl; seconds). atari-runs redoes the runs on one rank each, niced, one at a time (about
-# 60 CPU-minutes; resumable: rerun it after an interruption), then atari-probe (the VBN probe on the
-# runs' checkpoints, which stay local: results/atari/probe.md) and atari-results.
+# progress.jsonl; seconds). atari-runs redoes the runs on one rank each, niced, one at a time (83
+# minutes of generation wall time on this shared 2-core machine; resumable: rerun it after an
+# interruption), then atari-probe (the VBN probe on the runs' checkpoints, which stay local:
+# results/atari/probe.md) and atari-results.
 ATARI := results/atari
 .PHONY: atari-results atari-runs atari-probe
 atari-results: setup
@@ -87,7 +88,7 @@ atari-results: setup
 
 atari-probe: setup
 	$(PY) -m esmpi.atari.probe jobs/atari-local-spaceinvaders-es.toml -k 20 --steps 500 > $(ATARI)/probe.md
-	for r in es-vbn es-novbn ga; do \
+	for r in es-vbn es-vbn-s1 es-novbn es-novbn-s1 ga; do \
 	  $(PY) -m esmpi.atari.probe $(ATARI)/$$r -k 20 --steps 500 --no-header >> $(ATARI)/probe.md || exit $$?; done
 
 atari-runs: setup
