@@ -72,22 +72,23 @@ results: setup
 
 # Atari from pixels (issue 15, docs/atari.md "Results"). atari-results redraws docs/atari/*.png and the
 # results section of docs/atari.md from the committed runs in results/atari/ (config.toml and
-# progress.jsonl; seconds). atari-runs redoes the runs on one rank each, niced, one at a time (about
-# 60 CPU-minutes; resumable: rerun it after an interruption), then atari-probe (the VBN probe on the
-# runs' checkpoints, which stay local: results/atari/probe.md) and atari-results.
+# progress.jsonl; seconds). atari-runs redoes the runs on one rank each, niced, one at a time (83
+# minutes of generation wall time on this shared 2-core machine; resumable: rerun it after an
+# interruption), then atari-probe (the VBN probe on the runs' checkpoints, which stay local:
+# results/atari/probe.md) and atari-results.
 ATARI := results/atari
 .PHONY: atari-results atari-runs atari-probe
 atari-results: setup
 	@mkdir -p docs/atari
-	$(PLOT) $(ATARI)/es-vbn $(ATARI)/es-novbn -o docs/atari/es-spaceinvaders-vbn.png \
-	  --title "OpenAI-ES on Space Invaders, A3C net, 10 pairs/generation, seed 0: with and without virtual batch norm"
+	$(PLOT) $(ATARI)/es-vbn $(ATARI)/es-vbn-s1 $(ATARI)/es-novbn $(ATARI)/es-novbn-s1 -o docs/atari/es-spaceinvaders-vbn.png \
+	  --title "OpenAI-ES on Space Invaders, A3C net, 10 pairs/generation, seeds 0 and 1: with and without virtual batch norm"
 	$(PLOT) $(ATARI)/ga $(ATARI)/rs -o docs/atari/ga-rs-frostbite.png \
 	  --title "Deep GA vs random search on Frostbite, Nature net, population 20, 1 seed (eval: the elite's test episodes)"
 	$(PY) -m esmpi.atari.report $(ATARI) --doc docs/atari.md
 
 atari-probe: setup
 	$(PY) -m esmpi.atari.probe jobs/atari-local-spaceinvaders-es.toml -k 20 --steps 500 > $(ATARI)/probe.md
-	for r in es-vbn es-novbn ga; do \
+	for r in es-vbn es-vbn-s1 es-novbn es-novbn-s1 ga; do \
 	  $(PY) -m esmpi.atari.probe $(ATARI)/$$r -k 20 --steps 500 --no-header >> $(ATARI)/probe.md || exit $$?; done
 
 atari-runs: setup

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The local Atari study (issue 15, docs/atari.md "Results"), one experiment at a time on one rank,
-# niced: ES with and without VBN on Space Invaders, the Deep GA and random search on Frostbite (the
-# committed results; es-novbn-s1 and es-vbn-s1, a second ES seed, run only when named: not done yet).
+# niced: ES with and without VBN on Space Invaders (seeds 0 and 1), the Deep GA and random search on
+# Frostbite.
 # Resumable: every run passes run.auto_resume=true, so rerunning continues a run from its newest
 # checkpoint and skips a finished one. Usage: PY=.venv/bin/python scripts/atari_runs.sh [NAME ...]
 set -euo pipefail
@@ -15,7 +15,7 @@ run() {   # run NAME JOB [--set ...]
   nice -n 10 "$PY" -m esmpi.run --config "$job" --out "$OUT/$name" --set run.auto_resume=true -q "$@"
 }
 
-want() { if [ $# -eq 0 ]; then [[ $name != *-s1 ]]; else [[ " $* " == *" $name "* ]]; fi; }
+want() { [ $# -eq 0 ] || [[ " $* " == *" $name "* ]]; }
 for name in es-vbn es-novbn ga rs es-novbn-s1 es-vbn-s1; do
   want "${@}" || continue
   case $name in
