@@ -10,6 +10,8 @@ QUEUE.jsonl: one JSON object per line, read again before every launch (append to
 A name is run once per queue process (resume entries are keyed "name+resume#k"); a new run whose
 directory already exists is skipped, so a queue can be started again on the same file. At the deadline nothing more is
 launched and running ones get SIGTERM (they checkpoint and exit 75: continue with --resume).
+Without --exit-when-done the queue waits for new lines until the deadline; with it, it returns as soon
+as every line has run and nothing is running (to chain commands after it).
 """
 from __future__ import annotations
 
@@ -27,11 +29,26 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def line_keys(entries: list[dict]) -> list[str]:
+    """The key each queue line runs under: its name, or "name+resume#k" for the k-th resume line of a name."""
+    counts: dict[str, int] = {}
+    keys = []
+    for e in entries:
+        key = e["name"]
+        if e.get("resume"):
+            counts[key] = counts.get(key, 0) + 1
+            key = f"{key}+resume#{counts[key]}"
+        keys.append(key)
+    return keys
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("queue")
     ap.add_argument("--slots", type=int, default=2, help="cores to use (a run with np=2 takes 2)")
     ap.add_argument("--deadline", required=True, help="UTC, e.g. 2026-11-22T02:45Z")
+    ap.add_argument("--exit-when-done", action="store_true",
+                    help="return when every queue line has run and nothing is running (default: wait for new lines)")
     ap.add_argument("--runs", default="results/runs")
     ap.add_argument("--log", default="results/logs/walltime.jsonl")
     ap.add_argument("--venv", default=str(ROOT / ".venv"),
@@ -74,12 +91,8 @@ def main() -> int:
         used = sum(r["np"] for r in live.values())
         if not past:
             entries = [json.loads(l) for l in open(a.queue) if l.strip() and not l.startswith("#")]
-            counts: dict[str, int] = {}
-            for e in entries:
-                key = e["name"]
-                if e.get("resume"):
-                    counts[key] = counts.get(key, 0) + 1
-                    key = f"{key}+resume#{counts[key]}"
+            keys = line_keys(entries)
+            for e, key in zip(entries, keys):
                 if key in started:
                     continue
                 # a resume waits for the run itself to finish
@@ -108,6 +121,9 @@ def main() -> int:
                                  t0=time.time(), proc=proc, loads=[], fh=fh)
                 used += n
                 print(f"[queue] start {key} (np={n})", flush=True)
+            if a.exit_when_done and not live and all(k in started for k in keys):
+                print("[queue] every line has run", flush=True)
+                return 0
         time.sleep(5)
 
 
