@@ -56,11 +56,11 @@ def test_results_in_docs_and_readme_are_what_make_results_generates():
     runs = paper.load_runs(runs_dir)
     assert runs, "no run directories under results/runs"
     doc = (ROOT / "docs/results.md").read_text()
-    walllog = paper._walltime_log(ROOT / "results/logs/walltime.jsonl")
+    walllog = paper.walltime_logs(ROOT / "results/logs")
     w = paper.DEFAULT_WINDOW
     for name, table in (("Table 1", paper.main_table(runs, w)), ("Table 3", paper.fraction_table(runs, w)),
                         ("every run", paper.run_table(runs, walllog, w)), ("other runs", paper.extra_table(runs, w)),
-                        ("GA", paper_ga.table(runs, paper_ga.walltime_logs(ROOT / "results/logs"), w))):
+                        ("GA", paper_ga.table(runs, paper.walltime_logs(ROOT / "results/logs"), w))):
         assert table in doc, f"docs/results.md: the {name} table differs from what `make results` generates"
     readme = _readme_results()
     assert len(readme) == 6, readme

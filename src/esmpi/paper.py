@@ -205,6 +205,15 @@ def _walltime_log(path: Path | None) -> dict[str, list[dict]]:
     return out
 
 
+def walltime_logs(logs_dir: Path | None) -> dict[str, list[dict]]:
+    """Sessions of every ``walltime*.jsonl`` in ``logs_dir`` (each queue's per-run wall time and load)."""
+    out: dict[str, list[dict]] = {}
+    for p in sorted(Path(logs_dir).glob("walltime*.jsonl")) if logs_dir else []:
+        for name, rows in _walltime_log(p).items():
+            out.setdefault(name, []).extend(rows)
+    return out
+
+
 def _cfg(run: Run, dotted: str, default=None):
     node = run.config
     for k in dotted.split("."):
@@ -549,7 +558,7 @@ def report(runs: list[Run], walllog: dict[str, list[dict]], figs: list[Path], md
         "",
         "### The Deep GA and random search beside OpenAI-ES and ARS at equal timesteps",
         "",
-        paper_ga.section(runs, paper_ga.walltime_logs(logs_dir), window),
+        paper_ga.section(runs, walltime_logs(logs_dir), window),
         "",
         "### Humanoid-v5 on this machine, and the 1,440-core prediction",
         "",
@@ -593,7 +602,7 @@ def main(argv=None) -> int:
     ap.add_argument("--figures", default=None, help="directory for the PNGs (default: OUT without .md, e.g. docs/results/)")
     ap.add_argument("--csv", default=None, help="directory for one history CSV per run (default: none)")
     ap.add_argument("--walltime-log", default=None,
-                    help="JSON lines of per-session wall time and load (default: RUNS/../logs/walltime.jsonl)")
+                    help="JSON lines of per-session wall time and load (default: every RUNS/../logs/walltime*.jsonl)")
     ap.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="generations in the trailing eval mean (1 = raw)")
     ap.add_argument("--scale", default=None,
                     help="scale-model prediction JSON (`python -m esmpi.bench.scale --json`; default: RUNS/../scale.json)")
@@ -605,7 +614,7 @@ def main(argv=None) -> int:
     runs = load_runs(root)
     out = Path(a.out)
     figdir = Path(a.figures) if a.figures else out.with_suffix("")
-    walllog = _walltime_log(Path(a.walltime_log) if a.walltime_log else root.parent / "logs" / "walltime.jsonl")
+    walllog = _walltime_log(Path(a.walltime_log)) if a.walltime_log else walltime_logs(root.parent / "logs")
     from . import paper_ga
     figs = figures(runs, figdir) + paper_ga.figures(runs, figdir)
     if a.csv:

@@ -77,15 +77,6 @@ def _cut_run(r: P.Run, b: float) -> P.Run:
     return P.Run(r.name, r.path, cut(r.history, b), r.config, r.world_size, r.rd)
 
 
-def walltime_logs(logs_dir: Path | None) -> dict[str, list[dict]]:
-    """Sessions of every ``walltime*.jsonl`` in ``logs_dir`` (the queues' per-run wall time and load)."""
-    out: dict[str, list[dict]] = {}
-    for p in sorted(Path(logs_dir).glob("walltime*.jsonl")) if logs_dir else []:
-        for name, rows in P._walltime_log(p).items():
-            out.setdefault(name, []).extend(rows)
-    return out
-
-
 def _load(runs: list[P.Run], logs: dict[str, list[dict]]) -> str:
     loads = [s["loadavg_mean_sampled"] for r in runs for s in logs.get(r.name, []) if "loadavg_mean_sampled" in s]
     return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not logged"
