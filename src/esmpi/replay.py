@@ -254,6 +254,36 @@ class VideoWriter:
                 raise write_error(self.out, e) from None
 
 
+def record_episodes(env, pi, writer, frames: int, stride: int, seed: int, emit,
+                    max_steps: int | None = None) -> tuple[int, list[float]]:
+    """Play ``pi`` in ``env`` with ``esmpi eval``'s episode seeds until ``writer`` holds ``frames``
+    frames, calling ``emit()`` (append the current frame) at each reset and every ``stride``-th step.
+    An episode ends where the env ends it (or at ``max_steps``), so its return equals eval's.
+    Returns (episodes started, returns of the completed ones); the writer is closed, or discarded
+    on any exception."""
+    ep, returns = 0, []
+    try:
+        while writer.n < frames:
+            obs, _ = env.reset(seed=episode_seed(seed, ep))
+            emit()
+            t, ret = 0, 0.0
+            while writer.n < frames:
+                obs, r, terminated, truncated, _ = env.step(pi(obs))
+                t += 1
+                ret += float(r)
+                if t % stride == 0:
+                    emit()
+                if terminated or truncated or (max_steps is not None and t >= max_steps):
+                    returns.append(ret)
+                    break
+            ep += 1
+    except BaseException:
+        writer.discard()
+        raise
+    writer.close()
+    return ep, returns
+
+
 def render_video(rd: RunData, out: str | Path, frames: int = 300, width: int | None = None, height: int | None = None,
                  fps: float | None = None, seed: int = 0, allow_import=()) -> dict:
     """Render ``frames`` frames of the saved policy (deterministic, saved normalisation) to a GIF
@@ -292,28 +322,9 @@ def render_video(rd: RunData, out: str | Path, frames: int = 300, width: int | N
     target = float(fps) if fps else min(render_fps, 50.0)
     stride = max(1, round(render_fps / target))
     writer = VideoWriter(out, kind, render_fps / stride)
-    ep = 0
-    returns = []
     try:
-        while writer.n < frames:
-            obs, _ = env.reset(seed=episode_seed(seed, ep))
-            writer.append(env.render())
-            t, ret = 0, 0.0
-            while writer.n < frames:
-                obs, r, terminated, truncated, _ = env.step(pi(obs))
-                t += 1
-                ret += float(r)
-                if t % stride == 0:
-                    writer.append(env.render())
-                if terminated or truncated:
-                    returns.append(ret)
-                    break
-            ep += 1
-    except BaseException:
-        writer.discard()
-        raise
+        ep, returns = record_episodes(env, pi, writer, frames, stride, seed, lambda: writer.append(env.render()))
     finally:
         env.close()
-    writer.close()
     return {"path": str(out), "frames": writer.n, "fps": writer.fps, "stride": stride, "episodes": ep,
             "completed_returns": returns, "backend": backend}

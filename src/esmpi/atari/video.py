@@ -26,7 +26,7 @@ def render_atari(pi, out: Path, kind: str, frames: int, width: int | None, heigh
     """``pi``: an ``esmpi.policy_io.LoadedAtariPolicy``. Returns the dict of ``replay.render_video``."""
     from PIL import Image
 
-    from ..replay import VideoWriter, episode_seed
+    from ..replay import VideoWriter, record_episodes
 
     obj = pi.objective
     env, ale = obj.env, obj.env.unwrapped.ale
@@ -42,25 +42,6 @@ def render_atari(pi, out: Path, kind: str, frames: int, width: int | None, heigh
         img = rgb if size == (w, h) else np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.NEAREST))
         writer.append(img)
 
-    ep, returns = 0, []
-    try:
-        while writer.n < frames:
-            obs, _ = env.reset(seed=episode_seed(seed, ep))
-            emit()
-            t, ret = 0, 0.0
-            while writer.n < frames:
-                obs, r, terminated, truncated, _ = env.step(pi(obs))
-                t += 1
-                ret += float(r)
-                if t % stride == 0:
-                    emit()
-                if terminated or truncated or t >= obj.max_episode_steps:
-                    returns.append(ret)
-                    break
-            ep += 1
-    except BaseException:
-        writer.discard()
-        raise
-    writer.close()
+    ep, returns = record_episodes(env, pi, writer, frames, stride, seed, emit, obj.max_episode_steps)
     return {"path": str(out), "frames": writer.n, "fps": writer.fps, "stride": stride, "episodes": ep,
             "completed_returns": returns, "backend": "ale (no OpenGL)", "size": list(size)}
