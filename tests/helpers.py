@@ -86,3 +86,32 @@ def strategy_config(name, **extra):
     if cfg_tree.get("strategy", {}).get("name", "openai_es") != "openai_es":
         cfg_tree.pop("optimizer", None)
     return config_from_dict(cfg_tree, f"<{name}>")
+
+
+_MAKE_RUNS = """
+import json, sys
+from esmpi.run import main
+for out, sets in json.loads(sys.argv[1]).items():
+    args = ["-q", "--out", out]
+    for s in sets:
+        args += ["--set", s]
+    code = main(args)
+    if code:
+        sys.exit(code)
+"""
+
+
+def make_runs(root, runs: dict, timeout: int = 180) -> dict:
+    """Train each ``{name: [--set overrides]}`` into ``root/name`` with ``esmpi.run`` in one fresh
+    process (the way a user runs it, so its numba kernels compile once); returns ``{name: path}``."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(root)
+    spec = {str(root / name): sets for name, sets in runs.items()}
+    r = subprocess.run([sys.executable, "-c", _MAKE_RUNS, json.dumps(spec)], cwd=root, capture_output=True,
+                       text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return {name: root / name for name in runs}

@@ -13,11 +13,11 @@ import os
 import struct
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import make_runs
 
 from esmpi import analyze, checkpoint, cli, replay, seeding
 from esmpi.config import config_from_dict
@@ -35,17 +35,6 @@ RUNS = {
     "pend": ['env.id="InvertedPendulum-v5"', "noise.size=100000", "policy.hidden=[8]", "es.pairs_per_generation=3",
              "es.obs_stat_fraction=1.0", "es.eval_episodes=2", "run.generations=1"],
 }
-MAKE_RUNS = textwrap.dedent("""
-    import json, sys
-    from esmpi.run import main
-    for out, sets in json.loads(sys.argv[1]).items():
-        args = ["-q", "--out", out]
-        for s in sets:
-            args += ["--set", s]
-        code = main(args)
-        if code:
-            sys.exit(code)
-""")
 
 
 def _cli(*args, env=None, timeout=120, mpi=0):
@@ -58,11 +47,7 @@ def _cli(*args, env=None, timeout=120, mpi=0):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    spec = {str(root / name): sets for name, sets in RUNS.items()}
-    r = subprocess.run([sys.executable, "-c", MAKE_RUNS, json.dumps(spec)], cwd=root, capture_output=True,
-                       text=True, timeout=180)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return {name: root / name for name in RUNS}
+    return make_runs(root, RUNS, timeout=180)
 
 
 # ---------------------------------------------------------------------------------------------- locating

@@ -6,10 +6,10 @@ import hashlib
 import json
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
+from helpers import make_runs
 
 pytest.importorskip("ale_py")
 
@@ -26,16 +26,6 @@ RUNS = {
     "ns": TINY + ['atari.game="pong"', "atari.bc=true", 'strategy.name="novelty_es"', "novelty.population=2",
                   "novelty.k=2", "novelty.bc_episodes=1", "es.pairs_per_generation=1", "run.generations=1"],
 }
-MAKE_RUNS = textwrap.dedent("""
-    import json, sys
-    from esmpi.run import main
-    for out, sets in json.loads(sys.argv[1]).items():
-        args = ["-q", "--out", out]
-        for s in sets:
-            args += ["--set", s]
-        if main(args):
-            sys.exit(1)
-""")
 
 
 def _cli(*args, timeout=120):
@@ -46,11 +36,7 @@ def _cli(*args, timeout=120):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("atari_runs")
-    spec = {str(root / name): sets for name, sets in RUNS.items()}
-    r = subprocess.run([sys.executable, "-c", MAKE_RUNS, json.dumps(spec)], cwd=root, capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return {name: root / name for name in RUNS}
+    return make_runs(root, RUNS, timeout=300)
 
 
 @pytest.mark.parametrize("name", ["es", "ga"])

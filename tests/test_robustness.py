@@ -4,7 +4,6 @@ the command on real tiny runs of every strategy (subprocesses: one-line errors, 
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +17,11 @@ from esmpi.config import config_from_dict
 from esmpi.objectives.gym import EnvObjective
 from esmpi.train import Trainer
 
-from helpers import tiny_config
+from helpers import make_runs, tiny_config
 
 PM = ['env.id="esmpi/PointMass-v0"', "noise.size=100000", "policy.hidden=[8]", "es.pairs_per_generation=6",
       "es.eval_episodes=2", "run.generations=2"]
 RUNS = {"es": PM, "ars": PM + ['strategy.name="ars"', "ars.top_directions=3"]}
-MAKE_RUNS = textwrap.dedent("""
-    import json, sys
-    from esmpi.run import main
-    for out, sets in json.loads(sys.argv[1]).items():
-        args = ["-q", "--out", out]
-        for s in sets:
-            args += ["--set", s]
-        if main(args):
-            sys.exit(1)
-""")
 
 
 def _trained_rundata(strategy="openai_es", **sections):
@@ -135,11 +124,7 @@ def test_robustness_is_the_same_bits_at_any_world_size(strategy):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    spec = {str(root / name): sets for name, sets in RUNS.items()}
-    r = subprocess.run([sys.executable, "-c", MAKE_RUNS, json.dumps(spec)], cwd=root, capture_output=True,
-                       text=True, timeout=180)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return {name: root / name for name in RUNS}
+    return make_runs(root, RUNS, timeout=180)
 
 
 def _cli(*args, mpi=0):
