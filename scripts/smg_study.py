@@ -1,5 +1,6 @@
 """The SM-G study of docs/robustness.md section 3: the Deep GA with plain mutation against safe mutations
-(SM-G-SUM, SM-G-ABS, SM-G-SO) on a deep narrow tanh MLP, over mutation powers and seeds.
+(SM-G-SUM, SM-G-ABS, SM-G-SO) on a deep narrow tanh MLP (``--task pointmass``) and on a GRU that must
+remember a cue (``--task recall``), over mutation powers and seeds.
 
     PYTHONPATH=src .venv/bin/python scripts/smg_study.py runs   --out results/smg     # 1 rank per run, resumable
     PYTHONPATH=src .venv/bin/python scripts/smg_study.py report --out results/smg --figure docs/robustness/smg.png
@@ -14,10 +15,16 @@ these nets at initialisation. ``report`` reads the run files and writes ``<out>/
 and test-return curve, about 1 kB per run), ``<out>/table.md`` and the figure; without ``<out>/runs/``
 (a fresh checkout) it redraws both from ``summary.json``.
 
-The task: ``esmpi/PointMass-v0`` (2-D point mass, 50 steps) with a tanh MLP of ``depth`` hidden layers
-of ``WIDTH`` units (``DEPTHS``; the policy's default normc initialisation). Success = the trailing ``WINDOW``-generation mean of the elite's test return reaches
-``TARGET`` (``run.target_return``: the run stops there) within ``GENERATIONS`` generations. -25 needs
-feedback control: the best constant action scores about -41, a hand-tuned PD controller -18.
+``--task pointmass``: ``esmpi/PointMass-v0`` (2-D point mass, 50 steps) with a tanh MLP of ``depth`` hidden
+layers of ``WIDTH`` units (``DEPTHS``; the policy's default normc initialisation). Success = the trailing
+``WINDOW``-generation mean of the elite's test return reaches ``TARGET`` (``run.target_return``: the run
+stops there) within ``GENERATIONS`` generations. -25 needs feedback control: the best constant action
+scores about -41, a hand-tuned PD controller -18.
+
+``--task recall``: ``esmpi/DelayedRecall-v0`` (4 trials of cue, ``delay`` blank steps, recall; return =
+trials recalled, a policy without memory scores 2 on average) with a GRU of ``GRU_UNITS`` units
+(``policy.kind = "gru"``), over the delays ``DELAYS``. Success: the trailing ``WINDOW``-generation mean of
+the elite's test return (20 episodes) reaches ``RECALL_TARGET`` (3.95 of 4: all but one of 60 trials).
 """
 from __future__ import annotations
 
@@ -44,12 +51,38 @@ SEEDS = tuple(range(4))
 OUTPUT_STD = 0.01                    # policy.output_init_std (esmpi's default); the control run sets 1.0
 SO_CELLS = {(4, 0.1), (16, 0.1), (48, 0.1)}     # SM-G-SO is ~10x dearer per child: only these (depth, sigma) cells
 KEEP = ("EvalEpRewMean", "GAEliteValidation", "TimestepsSoFar", "GAProbeTimesteps", "TimeElapsed")
+DELAYS, GRU_UNITS, RECALL_TARGET = (16, 32), 8, 3.95
+RECALL_SIGMAS = (0.01, 0.03, 0.1, 0.3, 1.0)
+TASK = "pointmass"                   # set by --task
+AXIS = {"pointmass": "depth", "recall": "delay"}
+
+
+def axis() -> str:
+    return AXIS[TASK]
+
+
+def target() -> float:
+    return RECALL_TARGET if TASK == "recall" else TARGET
 
 
 def config(depth: int, mutation: str, sigma: float, seed: int, generations: int | None = None):
+    """The run's config; ``depth`` is the MLP's depth (pointmass) or the recall delay (recall)."""
     from esmpi.config import config_from_dict
 
     generations = generations or GENERATIONS
+    if TASK == "recall":
+        tree = {"strategy": {"name": "ga"},
+                "run": {"seed": seed, "generations": generations, "target_return": RECALL_TARGET,
+                        "target_window": WINDOW},
+                "env": {"id": "esmpi/DelayedRecall-v0", "kwargs": {"trials": 4, "delay": depth}},
+                "policy": {"kind": "gru", "hidden": [GRU_UNITS]},
+                "es": {"obs_stat_fraction": 0.0},        # the inputs are one-hot already
+                "noise": {"size": 2_000_000, "seed": 7}, "checks": {"replica_check_every": 0},
+                "ga": {"population": 50, "truncation": 10, "sigma": sigma, "validation_top": 5,
+                       "validation_episodes": 5, "test_episodes": 20, "mutation": mutation}}
+        if mutation != "plain":
+            tree["ga"]["smg_states"] = 100
+        return config_from_dict(tree, "<smg study>")
     tree = {"strategy": {"name": "ga"},
             "run": {"seed": seed, "generations": generations, "target_return": TARGET, "target_window": WINDOW},
             "env": {"id": "esmpi/PointMass-v0"}, "policy": {"hidden": [WIDTH] * depth, "output_init_std": OUTPUT_STD},
@@ -63,6 +96,8 @@ def config(depth: int, mutation: str, sigma: float, seed: int, generations: int 
 
 
 def name(depth: int, mutation: str, sigma: float, seed: int) -> str:
+    if TASK == "recall":
+        return f"recall-delay{depth}-gru{GRU_UNITS}-{mutation}-sigma{sigma:g}-s{seed}"
     out = "" if OUTPUT_STD == 0.01 else f"-out{OUTPUT_STD:g}"
     return f"d{depth}{out}-{mutation}-sigma{sigma:g}-s{seed}"
 
@@ -71,7 +106,7 @@ def first_success(evals: list[float]) -> int | None:
     """Generation (history row) at which the trailing WINDOW mean of the test return first reached TARGET."""
     for g in range(WINDOW - 1, len(evals)):
         w = evals[g - WINDOW + 1 : g + 1]
-        if all(math.isfinite(x) for x in w) and sum(w) / WINDOW >= TARGET:
+        if all(math.isfinite(x) for x in w) and sum(w) / WINDOW >= target():
             return g
     return None
 
@@ -98,7 +133,7 @@ def run_one(depth: int, mutation: str, sigma: float, seed: int, out: Path) -> No
     hist = [{k: h.get(k, math.nan) for k in KEEP} for h in tr.history]
     evals = [h["EvalEpRewMean"] for h in hist]
     g = first_success(evals)
-    summary = {"depth": depth, "output_init_std": OUTPUT_STD, "mutation": mutation, "sigma": sigma, "seed": seed, "solved": g is not None, "generation": g,
+    summary = {axis(): depth, **({} if TASK == "recall" else {"output_init_std": OUTPUT_STD}), "mutation": mutation, "sigma": sigma, "seed": seed, "solved": g is not None, "generation": g,
                "timesteps": hist[g]["TimestepsSoFar"] if g is not None else None,
                "probe_timesteps": float(np.nansum([h["GAProbeTimesteps"] for h in hist])),
                "generations_run": len(hist), "best_eval": float(np.nanmax(evals)) if len(evals) > 1 else math.nan,
@@ -118,7 +153,8 @@ def runs(out: Path, depths, mutations, sigmas, seeds) -> None:
         for depth in depths:
             for sigma in sigmas:
                 for m in mutations:
-                    if m == "sm_g_so" and (depth, sigma) not in SO_CELLS or m == "plain" and sigma < PLAIN_MIN_SIGMA:
+                    if TASK == "pointmass" and (m == "sm_g_so" and (depth, sigma) not in SO_CELLS
+                                                or m == "plain" and sigma < PLAIN_MIN_SIGMA):
                         continue
                     run_one(depth, m, sigma, seed, out)
 
@@ -137,7 +173,7 @@ def compact(data: list[dict]) -> dict:
     """What is committed: one example config, and per run its summary and test-return curve (0.01 precision)."""
     runs = [{"summary": d["summary"], "eval": [round(h["EvalEpRewMean"], 2) if math.isfinite(h["EvalEpRewMean"])
                                                else None for h in d["history"]]} for d in data]
-    return {"about": "scripts/smg_study.py: one entry per (depth, mutation, sigma, seed); config of the first run "
+    return {"about": "scripts/smg_study.py: one entry per (depth or delay, mutation, sigma, seed); config of the first run "
                      "(policy.hidden, ga.mutation, ga.sigma and run.seed vary)",
             "config": data[0].get("config") if data else None, "runs": runs}
 
@@ -146,11 +182,17 @@ def table(data: list[dict]) -> str:
     cells: dict = {}
     for d in data:
         s = d["summary"]
-        cells.setdefault((s["depth"], s["mutation"], s["sigma"]), []).append(s)
+        cells.setdefault((s[axis()], s["mutation"], s["sigma"]), []).append(s)
     sigmas = sorted({k[2] for k in cells})
     gens = max(d["summary"]["generations_run"] for d in data) if data else GENERATIONS
     ostd = sorted({d["summary"].get("output_init_std", 0.01) for d in data})
-    lines = [f"Solved / runs (median generation of the first success) on esmpi/PointMass-v0, tanh MLP of "
+    if TASK == "recall":
+        head = (f"Solved / runs (median generation of the first success) on esmpi/DelayedRecall-v0 (4 trials), GRU of "
+                f"{GRU_UNITS} units, target {RECALL_TARGET:g} of 4 recalled (trailing {WINDOW}-generation mean of the "
+                f"elite's test return over 20 episodes) within {gens} generations; in brackets the median best "
+                f"{WINDOW}-generation mean where no seed solved (no memory: 2).")
+    lines = [head, "", f"| {axis()} | mutation | " + " | ".join(f"sigma {s:g}" for s in sigmas) + " | all |",
+             "|---:|---|" + "---:|" * (len(sigmas) + 1)] if TASK == "recall" else [f"Solved / runs (median generation of the first success) on esmpi/PointMass-v0, tanh MLP of "
              f"depth x {WIDTH} units (policy.output_init_std {', '.join(f'{x:g}' for x in ostd)}), target {TARGET:g} (trailing {WINDOW}-generation mean of the elite's test "
              f"return over 20 episodes) within {gens} generations; in brackets the median best {WINDOW}-generation "
              "mean where no seed solved.", "",
@@ -168,7 +210,8 @@ def table(data: list[dict]) -> str:
                 elif ok:
                     row.append(f"{len(ok)}/{len(c)} ({int(np.median(ok))})")
                 else:
-                    row.append(f"0/{len(c)} [{np.median([x['best_trailing'] for x in c]):.0f}]")
+                    fmt = ".2f" if TASK == "recall" else ".0f"
+                    row.append(f"0/{len(c)} [{np.median([x['best_trailing'] for x in c]):{fmt}}]")
             lines.append(f"| {depth} | {NAMES[m]} | " + " | ".join(row) + f" | {tot}/{n} |")
     cpu = sum(d["summary"]["cpu_s"] for d in data)
     lines += ["", f"{len(data)} runs, {cpu / 60:.1f} CPU-minutes in total (1 rank each)."]
@@ -178,7 +221,7 @@ def table(data: list[dict]) -> str:
 def figure(data: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
-    depths = sorted({d["summary"]["depth"] for d in data})
+    depths = sorted({d["summary"][axis()] for d in data})
     sigmas = sorted({d["summary"]["sigma"] for d in data})
     fig = Figure(figsize=(4.2 * len(depths), 7.4))
     axes = fig.subplots(2, len(depths), squeeze=False)
@@ -186,7 +229,7 @@ def figure(data: list[dict], path: Path) -> None:
     for j, depth in enumerate(depths):
         top, bottom = axes[0, j], axes[1, j]
         for m in MUTATIONS:
-            rows = [d["summary"] for d in data if d["summary"]["depth"] == depth and d["summary"]["mutation"] == m]
+            rows = [d["summary"] for d in data if d["summary"][axis()] == depth and d["summary"]["mutation"] == m]
             if not rows:
                 continue
             xs = [s for s in sigmas if any(r["sigma"] == s for r in rows)]
@@ -197,7 +240,7 @@ def figure(data: list[dict], path: Path) -> None:
                                                                            if r["sigma"] == s])))
             for d in data:
                 s = d["summary"]
-                if s["depth"] == depth and s["mutation"] == m and s["sigma"] == best:
+                if s[axis()] == depth and s["mutation"] == m and s["sigma"] == best:
                     ev = np.array([h["EvalEpRewMean"] for h in d["history"]], float)
                     k = np.ones(WINDOW) / WINDOW          # the success criterion's trailing mean
                     bottom.plot(np.arange(WINDOW - 1, ev.size), np.convolve(ev, k, "valid"), color=colors[m],
@@ -205,15 +248,16 @@ def figure(data: list[dict], path: Path) -> None:
         top.set_xscale("log")
         top.set_xlabel("mutation power sigma")
         top.set_ylim(-0.05, 1.05)
-        top.set_title(f"tanh MLP {depth} x {WIDTH}")
-        bottom.axhline(TARGET, color="k", ls=":", lw=1)
-        bottom.set_ylim(-90, -10)
+        top.set_title(f"GRU {GRU_UNITS}, delay {depth}" if TASK == "recall" else f"tanh MLP {depth} x {WIDTH}")
+        bottom.axhline(target(), color="k", ls=":", lw=1)
+        bottom.set_ylim(*((1, 4.1) if TASK == "recall" else (-90, -10)))
         bottom.set_xlabel("generation")
         bottom.legend(fontsize=7)
     axes[0, 0].set_ylabel("fraction of seeds solved")
     axes[0, 0].legend(fontsize=8)
     axes[1, 0].set_ylabel(f"elite's test return ({WINDOW}-generation mean)")
-    fig.suptitle("Deep GA on esmpi/PointMass-v0: plain mutation vs SM-G (bottom: each at its best sigma, every seed)")
+    task = "esmpi/DelayedRecall-v0" if TASK == "recall" else "esmpi/PointMass-v0"
+    fig.suptitle(f"Deep GA on {task}: plain mutation vs SM-G (bottom: each at its best sigma, every seed)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -256,13 +300,19 @@ def main(argv=None) -> None:
     ap.add_argument("what", choices=("runs", "report", "sensitivities"))
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "smg")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "robustness" / "smg.png")
-    ap.add_argument("--depths", default=",".join(map(str, DEPTHS)))
-    ap.add_argument("--mutations", default=",".join(MUTATIONS))
-    ap.add_argument("--sigmas", default=",".join(map(str, SIGMAS)))
+    ap.add_argument("--task", choices=("pointmass", "recall"), default="pointmass")
+    ap.add_argument("--depths", default=None, help="MLP depths (pointmass) or recall delays (recall)")
+    ap.add_argument("--mutations", default=None, help="default: all four (pointmass); plain, SUM, ABS (recall)")
+    ap.add_argument("--sigmas", default=None)
     ap.add_argument("--seeds", type=int, default=len(SEEDS))
     ap.add_argument("--generations", type=int, default=GENERATIONS, help="budget per run (a pilot's)")
     ap.add_argument("--output-init-std", type=float, default=OUTPUT_STD, help="the control: 1.0")
     a = ap.parse_args(argv)
+    globals()["TASK"] = a.task
+    recall = a.task == "recall"
+    a.depths = a.depths or ",".join(map(str, DELAYS if recall else DEPTHS))
+    a.mutations = a.mutations or ",".join(MUTATIONS[:3] if recall else MUTATIONS)
+    a.sigmas = a.sigmas or ",".join(map(str, RECALL_SIGMAS if recall else SIGMAS))
     globals()["GENERATIONS"] = a.generations
     globals()["OUTPUT_STD"] = a.output_init_std
     if a.what == "sensitivities":

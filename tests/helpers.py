@@ -55,15 +55,24 @@ STRATEGY_CONFIGS = {
                    "es": {"shaping": None, "eval_episodes": None}},
 }
 
+# the recurrent memory task at its smallest (10 steps per episode) with a GRU of 4 units
+GRU_TASK = {"env": {"id": "esmpi/DelayedRecall-v0", "kwargs": {"trials": 2, "delay": 3}},
+            "policy": {"kind": "gru", "hidden": [4],
+                       **{k: None for k in ("nonlinearity", "action_bins", "hidden_init_std", "output_init_std")}}}
+
 # variants of a strategy that change what its state holds or how it draws (covered by the same contract
 # and world-size tests as the strategies themselves): the GA's safe mutations (SM-G) store parent thetas
-# and add a probe round
+# and add a probe round; a GRU policy keeps a hidden state within an episode
 STRATEGY_VARIANTS = {
     **STRATEGY_CONFIGS,
     "ga_smg_sum": {**STRATEGY_CONFIGS["ga"], "ga": {**STRATEGY_CONFIGS["ga"]["ga"], "mutation": "sm_g_sum",
                                                      "smg_states": 10}},
     "ga_smg_so": {**STRATEGY_CONFIGS["ga"], "ga": {**STRATEGY_CONFIGS["ga"]["ga"], "mutation": "sm_g_so",
                                                     "smg_states": 7}},
+    # a recurrent policy: SM-G's probe keeps a sequence and differentiates through time
+    "ga_smg_gru": {**STRATEGY_CONFIGS["ga"], **GRU_TASK, "ga": {**STRATEGY_CONFIGS["ga"]["ga"], "mutation": "sm_g_abs",
+                                                                "smg_states": 9}},
+    "openai_es_gru": GRU_TASK,
 }
 VARIANT_NAMES = tuple(STRATEGY_VARIANTS)
 

@@ -236,7 +236,7 @@ def dims_of(path, root: dict) -> dict:
 
     dims = {"num_params": root["num_params"], "obs_dim": root["obs_dim"]}
     policy = json.loads(root["policy_json"])
-    if policy.get("type") != "mlp":   # a CNN (Atari), a supervised net or a black-box f: sizes from the attributes
+    if policy.get("type") not in ("mlp", "gru"):   # a CNN (Atari), a supervised net or a black-box f: the attributes
         return dims
     try:
         spec = spec_from_policy_json(policy)

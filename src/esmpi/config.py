@@ -69,7 +69,8 @@ class EnvConfig(_Section):
 
 
 class PolicyConfig(_Section):
-    hidden: tuple[int, ...] = Field((64, 64), description="Hidden layer sizes of the MLP.")
+    kind: Literal["mlp", "gru"] = Field("mlp", description="'mlp': the feed-forward policy (every other key of this table). 'gru': one GRU cell of policy.hidden = [H] units and a linear read-out (esmpi.policies.gru; its hidden state starts at zero every episode); the MLP-only keys are refused with it.")
+    hidden: tuple[int, ...] = Field((64, 64), description="Hidden layer sizes of the MLP; [H] for the GRU.")
     nonlinearity: Literal["tanh", "relu", "elu", "selu", "linear"] = Field("tanh", description="Hidden activation.")
     action_bins: int = Field(0, ge=0, description="0: continuous actions clipped to the box; K>=2: K discrete bins per action dimension (paper: 10 for Hopper/Swimmer).")
     hidden_init_std: float = Field(1.0, gt=0, description="normc scale of hidden layers (reference: 1.0).")
@@ -93,6 +94,22 @@ class PolicyConfig(_Section):
         if v == 1:
             raise ValueError("action_bins must be 0 (continuous) or >= 2")
         return v
+
+    @model_validator(mode="after")
+    def _gru_keys(self):
+        if self.kind != "gru":
+            return self
+        if len(self.hidden) != 1:
+            raise ValueError(f"policy.kind = 'gru' has one recurrent layer: set policy.hidden = [H] (got "
+                             f"{list(self.hidden)})")
+        mlp_only = sorted(MLP_ONLY_KEYS & self.model_fields_set)
+        if mlp_only:
+            raise ValueError(f"policy.{mlp_only[0]} is an MLP key, not read under policy.kind = 'gru': remove it, "
+                             "or set policy.kind = 'mlp'")
+        return self
+
+
+MLP_ONLY_KEYS = {"nonlinearity", "action_bins", "hidden_init_std", "output_init_std"}
 
 
 class ESConfig(_Section):
@@ -174,6 +191,9 @@ class ARSConfig(_Section):
     zero_init: bool = Field(True, description="Start from theta = 0, as the paper does (false: the policy's own initialisation).")
 
 
+SMG_KEYS = ("smg_states", "smg_floor", "smg_clip")
+
+
 class GAConfig(_Section):
     mode: Literal["ga", "random_search"] = Field("ga", description="'ga': the Deep GA (Such et al. 2017, Algorithm 1); 'random_search': every child a fresh initialisation (the GA with ga.truncation = 0), the elite the best by validation.")
     population: int = Field(1000, ge=2, description="N: individuals per generation (N - 1 children + the elite; N fresh ones in generation 0). Authors' Atari config: 1000.")
@@ -183,7 +203,9 @@ class GAConfig(_Section):
     validation_episodes: int = Field(30, ge=1, description="V: validation episodes per elite candidate; counted as training timesteps, as in the paper (authors: 30).")
     test_episodes: int = Field(200, ge=0, description="Episodes of the elite per generation: its test return, the history's EvalEpRewMean; not counted in the budget (authors: 200).")
     mutation: Literal["plain", "sm_g_sum", "sm_g_abs", "sm_g_so"] = Field("plain", description="'plain': child = parent + sigma * eps. 'sm_g_sum' | 'sm_g_abs' | 'sm_g_so': safe mutations through output gradients (Lehman et al. 2017): sigma * eps divided per weight by the sensitivity of the policy's outputs over ga.smg_states states of the parent's own probe episode, clipped to +-0.2 (MLP policies only; docs/ga.md).")
-    smg_states: int = Field(100, description="SM-G: recorded states per parent (a seeded sample of its probe episode's observations; authors: 100). Only read (and only accepted) when ga.mutation is an SM-G one.")
+    smg_states: int = Field(100, description="SM-G: recorded states per parent (a seeded sample of its probe episode's observations; for a GRU policy the episode's first smg_states observations, a sequence from the reset; authors: 100). Only read (and only accepted) when ga.mutation is an SM-G one.")
+    smg_floor: float = Field(0.01, gt=0, description="SM-G: sensitivities below this are raised to it before dividing (authors: 0.01). Only accepted under an SM-G mutation.")
+    smg_clip: float = Field(0.2, gt=0, description="SM-G: each weight's scaled mutation is clipped to +-smg_clip (authors' code: 0.2). Only accepted under an SM-G mutation.")
 
     @field_validator("smg_states")
     @classmethod
@@ -205,9 +227,10 @@ class GAConfig(_Section):
         if self.validation_top > n:
             raise ValueError(f"ga.validation_top = {self.validation_top} is larger than ga.population = {n}: "
                              "choose k <= N elite candidates")
-        if self.mutation == "plain" and "smg_states" in self.model_fields_set:
-            raise ValueError(f"ga.smg_states = {self.smg_states} is not read under ga.mutation = 'plain': remove it, "
-                             "or choose an SM-G mutation (ga.mutation = 'sm_g_sum', 'sm_g_abs' or 'sm_g_so')")
+        for key in SMG_KEYS:
+            if self.mutation == "plain" and key in self.model_fields_set:
+                raise ValueError(f"ga.{key} = {getattr(self, key)} is not read under ga.mutation = 'plain': remove "
+                                 "it, or choose an SM-G mutation (ga.mutation = 'sm_g_sum', 'sm_g_abs' or 'sm_g_so')")
         if self.mutation != "plain" and (self.mode == "random_search" or self.truncation == 0):
             why = "ga.mode = 'random_search'" if self.mode == "random_search" else "ga.truncation = 0"
             raise ValueError(f"ga.mutation = '{self.mutation}' has no parents to mutate under {why}: "
@@ -279,7 +302,13 @@ class Config(_Section):
         if self.strategy.name == "ga" and self.ga.mode == "random_search":
             tree["ga"].pop("truncation")     # not read (no parents), and refused when set: the saved config loads back
         if self.strategy.name == "ga" and self.ga.mutation == "plain":
-            tree["ga"].pop("smg_states")     # the same: not read under plain mutation, refused when set
+            for key in SMG_KEYS:             # the same: not read under plain mutation, refused when set
+                tree["ga"].pop(key)
+        if self.policy.kind == "mlp":
+            tree["policy"].pop("kind")       # the default: configs written before the GRU stay byte for byte
+        else:
+            for key in MLP_ONLY_KEYS:        # not read by the GRU, refused when set
+                tree["policy"].pop(key)
         return tree
 
 
@@ -409,8 +438,11 @@ def config_from_dict(tree: dict, source: str = "<config>") -> Config:
                           f"\"supervised\" (it is {cfg.objective.kind!r}): set it, or remove the [supervised] table")
     if cfg.strategy.name == "ga" and cfg.ga.mutation != "plain" and cfg.objective.kind != "gym":
         raise ConfigError(f"{source}: key 'ga.mutation' = '{cfg.ga.mutation}' needs output gradients, which the "
-                          f"{cfg.objective.kind} objective's policy does not provide (SM-G supports the MLP policy "
-                          "of objective.kind = 'gym'): set ga.mutation = 'plain'")
+                          f"{cfg.objective.kind} objective's policy does not provide (SM-G supports the MLP and GRU "
+                          "policies of objective.kind = 'gym'): set ga.mutation = 'plain'")
+    if cfg.policy.kind == "gru" and cfg.objective.kind != "gym":
+        raise ConfigError(f"{source}: key 'policy.kind' = 'gru' is a policy for objective.kind = 'gym'; the "
+                          f"{cfg.objective.kind} objective builds its own network: remove policy.kind")
     return cfg
 
 

@@ -10,7 +10,9 @@ unless ``env.fast_step = false``; ``Env.step_path`` says which ran ("fast" or "g
 Also registers ``esmpi/PointMass-v0``, a tiny deterministic numpy env used by the fast tests
 (its kwargs can inject NaN rewards or exceptions to exercise failure handling), and the deceptive
 tasks of novelty search (``mazes.py``, docs/novelty.md): ``esmpi/PointMaze-v0`` and
-``esmpi/HumanoidTrap-v5``. ``com_xy_reader`` gives an episode's behaviour characterisation.
+``esmpi/HumanoidTrap-v5``; and the recurrent memory task of safe mutations (``recall.py``,
+docs/robustness.md): ``esmpi/DelayedRecall-v0``. ``com_xy_reader`` gives an episode's behaviour
+characterisation.
 """
 
 from __future__ import annotations
@@ -129,6 +131,37 @@ def _register_mazes() -> None:
 
 
 _register_mazes()
+
+
+class DelayedRecallEnv(gym.Env):
+    """``esmpi.recall.DelayedRecall`` (remember a cue over a delay) as a gymnasium env."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, trials: int = 4, delay: int = 8):
+        from .recall import DelayedRecall
+
+        self.task = DelayedRecall(trials, delay)
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (3,), np.float64)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.task.reset(self.np_random), {}
+
+    def step(self, action):
+        obs, reward, done = self.task.step(action)
+        return obs, reward, done, False, {}
+
+
+def _register_recall() -> None:
+    from .recall import DELAYED_RECALL_ID, MAX_STEPS
+
+    if DELAYED_RECALL_ID not in gym.envs.registry:
+        gym.register(id=DELAYED_RECALL_ID, entry_point=DelayedRecallEnv, max_episode_steps=MAX_STEPS)
+
+
+_register_recall()
 
 
 def com_xy_reader(env: "Env"):

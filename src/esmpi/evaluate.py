@@ -10,8 +10,8 @@ and return float64 rows ready for ``comm.allgather_rows``:
 - kept states (``self.kept``, ``(s, 1 + obs_dim)``): ``[index, obs...]`` for candidates with
   ``keep_states = k > 0`` whose episode did not fail: k raw observations the policy acted on, picked
   without replacement by ``rng(run_seed, KEEP_STATES, *addr)`` and kept in episode order (all of
-  them if the episode was shorter). The GA's safe mutations (SM-G) take a parent's recorded states
-  from them.
+  them if the episode was shorter); the first k for an objective with ``sequential_states`` (a
+  recurrent policy). The GA's safe mutations (SM-G) take a parent's recorded states from them.
 
 A strategy may supply ``mutation(c, base, eps, out) -> out``: the parameters of a candidate with an
 offset, instead of ``base + sign * scale * eps`` (the GA's SM-G; ``eps`` is the full-length noise slice).
@@ -97,7 +97,7 @@ class Evaluator:
                 r = obj.episode(theta, seed, lim, bool(c["record_obs"]), None, keep_obs=True)
                 if not r.failed and r.states is not None and len(r.states):
                     kept.append(_sample(r.states, keep, seeding.rng(self.run_seed, seeding.KEEP_STATES, *addr),
-                                        float(c["index"])))
+                                        float(c["index"]), getattr(obj, "sequential_states", False)))
             elif kind in (C.TRAIN, C.VALIDATE):
                 an_rng = seeding.rng(self.run_seed, *addr) if self.use_action_noise and kind == C.TRAIN else None
                 r = obj.episode(theta, seed, cutoff, bool(c["record_obs"]), an_rng, abandon)
@@ -122,11 +122,12 @@ class Evaluator:
                 np.array(obs, dtype=np.float64).reshape(len(obs), w))
 
 
-def _sample(states: np.ndarray, k: int, rng: np.random.Generator, index: float) -> np.ndarray:
-    """(min(k, n), 1 + obs_dim) rows ``[index, obs...]``: k of the n states without replacement, in episode order."""
+def _sample(states: np.ndarray, k: int, rng: np.random.Generator, index: float, sequential: bool = False) -> np.ndarray:
+    """(min(k, n), 1 + obs_dim) rows ``[index, obs...]``: k of the n states without replacement, in episode
+    order; ``sequential`` (a recurrent policy, whose outputs depend on the whole history): the first k."""
     states = np.asarray(states, np.float64)
     n = states.shape[0]
-    pick = np.arange(n) if n <= k else np.sort(rng.choice(n, size=k, replace=False))
+    pick = np.arange(min(n, k)) if sequential or n <= k else np.sort(rng.choice(n, size=k, replace=False))
     return np.concatenate([np.full((pick.size, 1), index), states[pick]], axis=1)
 
 

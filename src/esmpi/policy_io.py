@@ -6,8 +6,8 @@
     >>> obs, _ = env.reset(seed=0)
     >>> obs, r, terminated, truncated, _ = env.step(pi(obs))
 
-``load_policy`` rebuilds the MLP from the checkpoint's ``policy_json`` attribute (layer sizes,
-nonlinearity, action spec, ``obs_clip``) and applies the saved observation normalisation
+``load_policy`` rebuilds the MLP (or the GRU: call ``pi.reset()`` after every ``env.reset``) from the
+checkpoint's ``policy_json`` attribute (layer sizes, nonlinearity, action spec, ``obs_clip``) and applies the saved observation normalisation
 (``state.obs`` with the run's ``es.obs_std_floor``): exactly the function the trainer evaluates,
 without action noise. Also here: ``resolve_checkpoint`` (which file a run directory stands for),
 shared with ``esmpi.analyze``.
@@ -63,19 +63,25 @@ def resolve_checkpoint(run: str | Path, checkpoint: str | Path | None = None) ->
                           "a run writes its first one after checkpoint.every generations or when it stops")
 
 
-def spec_from_policy_json(policy: dict) -> MLPSpec:
-    """Rebuild the ``MLPSpec`` from a checkpoint's ``policy_json`` (as written by ``EnvObjective.spec_dict``)."""
+def spec_from_policy_json(policy: dict):
+    """Rebuild the ``MLPSpec`` or ``GRUSpec`` from a checkpoint's ``policy_json`` (as written by
+    ``EnvObjective.spec_dict``)."""
     if policy.get("type") == "cnn":
         raise CheckpointError(f"policy_json type is 'cnn' ({policy.get('net')} net, {policy.get('n_actions')} actions): "
                               "an Atari checkpoint, not a gym/MuJoCo MLP; load it with esmpi.load_policy(path), "
                               "which rebuilds the CNN, the env and the VBN reference batch")
-    if policy.get("type") != "mlp":
-        raise CheckpointError(f"policy_json type is {policy.get('type')!r}, not 'mlp': this checkpoint holds no "
-                              "env policy (was it written by esmpi.optimize or a custom objective?)")
+    if policy.get("type") not in ("mlp", "gru"):
+        raise CheckpointError(f"policy_json type is {policy.get('type')!r}, not 'mlp' or 'gru': this checkpoint holds "
+                              "no env policy (was it written by esmpi.optimize or a custom objective?)")
     sizes = [int(s) for s in policy["layer_sizes"]]
     a = policy["action"]
     action = ActionSpec(a["kind"], dim=int(a.get("dim", 0)), low=tuple(float(x) for x in a.get("low", ())),
                         high=tuple(float(x) for x in a.get("high", ())), n=int(a.get("n", 0)))
+    if policy["type"] == "gru":
+        from .policies.gru import GRUSpec
+        if len(sizes) != 3:
+            raise CheckpointError(f"policy_json of a GRU has layer_sizes [n_in, H, n_out], got {sizes}")
+        return GRUSpec(sizes[0], sizes[1], sizes[2], action)
     return MLPSpec(sizes[0], action, tuple(sizes[1:-1]), policy["nonlinearity"], int(policy.get("action_bins", 0)))
 
 
@@ -84,7 +90,7 @@ class LoadedPolicy:
     raises ValueError for an observation holding NaN/inf.
 
     Attributes: ``path`` (the checkpoint read), ``env_id``, ``max_episode_steps``, ``env_kwargs``
-    (the run's ``env.kwargs``), ``spec`` (``MLPSpec``), ``theta``, ``obs_mean``/``obs_std``
+    (the run's ``env.kwargs``), ``spec`` (``MLPSpec`` or ``GRUSpec``), ``theta``, ``obs_mean``/``obs_std``
     (float32, the normalisation applied), ``generation``, ``config`` (the run's config as a dict).
     """
 
@@ -97,15 +103,24 @@ class LoadedPolicy:
         self.env_kwargs = dict(config.get("env", {}).get("kwargs", {}))
         self.config, self.generation = config, generation
         self.allow_import = set(allow_import)
-        self._mlp = MLPPolicy(spec, obs_clip)
-        self._mlp.set_theta(theta)
-        self._mlp.set_obs_norm(obs_mean, obs_std)
+        if isinstance(spec, MLPSpec):
+            self._pi = MLPPolicy(spec, obs_clip)
+        else:
+            from .policies.gru import GRUPolicy
+            self._pi = GRUPolicy(spec, obs_clip)
+        self._pi.set_theta(theta)
+        self._pi.set_obs_norm(obs_mean, obs_std)
+
+    def reset(self) -> None:
+        """Start a new episode: a recurrent (GRU) policy forgets its hidden state; call it after
+        every ``env.reset`` (an MLP has nothing to forget)."""
+        self._pi.reset()
 
     def __call__(self, obs):
-        a = self._mlp(np.asarray(obs))
-        if a is None:  # MLPPolicy's signal for a NaN/inf observation
+        a = self._pi(np.asarray(obs))
+        if a is None:  # the policy's signal for a NaN/inf observation
             raise ValueError(f"observation contains NaN or inf: {obs!r}")
-        return a if isinstance(a, (int, np.integer)) else a.copy()  # MLPPolicy reuses its output buffer
+        return a if isinstance(a, (int, np.integer)) else a.copy()  # the policy reuses its output buffer
 
     def make_env(self, **kwargs):
         """``gymnasium.make`` of the run's env with its ``env.kwargs`` (plus ``kwargs``, e.g. render_mode).
@@ -122,7 +137,8 @@ class LoadedPolicy:
         return make_gym_env(self.env_id, **{**self.env_kwargs, **kwargs})
 
     def __repr__(self):
-        return (f"LoadedPolicy({self.env_id!r}, layers={self.spec.layer_sizes}, {self.spec.nonlinearity}, "
+        kind = self.spec.nonlinearity if isinstance(self.spec, MLPSpec) else "gru"
+        return (f"LoadedPolicy({self.env_id!r}, layers={self.spec.layer_sizes}, {kind}, "
                 f"generation={self.generation}, from {str(self.path)!r})")
 
 

@@ -265,6 +265,7 @@ def record_episodes(env, pi, writer, frames: int, stride: int, seed: int, emit,
     try:
         while writer.n < frames:
             obs, _ = env.reset(seed=episode_seed(seed, ep))
+            getattr(pi, "reset", lambda: None)()        # a recurrent policy starts each episode afresh
             emit()
             t, ret = 0, 0.0
             while writer.n < frames:

@@ -9,7 +9,8 @@ The objective interface every objective offers (see ``esmpi.objectives``):
   (``abandon``: polled during long episodes; True ends the episode with None, for the 'steal' schedule;
   ``keep_obs``: the result's ``states`` holds every raw observation the policy acted on)
 - ``output_jacobians(theta, obs) -> (n_out, T, d)``: gradients of the policy's raw outputs on raw
-  observations under the current normalisation (the GA's safe mutations, SM-G)
+  observations under the current normalisation (the GA's safe mutations, SM-G); with
+  ``sequential_states`` (a recurrent policy) ``obs`` is one sequence from the episode's reset
 
 Episode conventions: ``esmpi.objectives.episode``. The only gymnasium import stays in ``envs.py``.
 """
@@ -44,6 +45,8 @@ class EnvObjective:
         self._continuous = self.env.action.kind == "box" and not p.action_bins
         self._bc = _behaviour(cfg, self.env)
         self.bc_dim = 0 if self._bc is None else 2
+        # a recurrent policy's recorded states must stay a sequence from the reset (SM-G's probe)
+        self.sequential_states = p.kind == "gru"
 
     def initial_theta(self, rng: np.random.Generator) -> np.ndarray:
         return self.spec.init_theta(rng)
@@ -51,12 +54,17 @@ class EnvObjective:
     def spec_dict(self) -> dict:
         """The policy's layout, stored in checkpoints so a policy can be rebuilt without the env."""
         s = self.spec
-        return {"type": "mlp", "env_id": self.env.id, "layer_sizes": s.layer_sizes, "nonlinearity": s.nonlinearity,
-                "action_bins": s.action_bins, "action": {"kind": s.action.kind, "dim": s.action.dim, "n": s.action.n,
-                                                         "low": list(s.action.low), "high": list(s.action.high)},
+        kind = "gru" if self.sequential_states else "mlp"
+        head = {"type": kind, "env_id": self.env.id, "layer_sizes": list(s.layer_sizes)}
+        if kind == "mlp":
+            head.update(nonlinearity=s.nonlinearity, action_bins=s.action_bins)
+        return {**head, "action": {"kind": s.action.kind, "dim": s.action.dim, "n": s.action.n,
+                                   "low": list(s.action.low), "high": list(s.action.high)},
                 "obs_clip": float(self.policy.obs_clip), "obs_std_floor": self.obs_std_floor,
                 "max_episode_steps": self.max_episode_steps,
-                "theta_layout": "per layer: W (n_in, n_out) row-major, then b (n_out,)",
+                "theta_layout": ("per layer: W (n_in, n_out) row-major, then b (n_out,)" if kind == "mlp" else
+                                 "W_z, U_z, b_z, W_r, U_r, b_r, W_h, U_h, b_h, W_o, b_o; each matrix (n_in, n_out) "
+                                 "row-major; hidden state zero at every reset (esmpi.policies.gru)"),
                 "tanh": "float32 rational approximation, esmpi.policies.mlp.tanh",
                 # which env step ran ("fast": esmpi.fastmujoco, bitwise Gymnasium's; "gymnasium") and why not fast
                 "env_step": self.env.step_path, "env_step_note": self.env.step_note}
@@ -70,7 +78,9 @@ class EnvObjective:
         from ..policies.sensitivity import jacobians, normalized_inputs
 
         p = self.policy
-        return jacobians(self.spec, theta, normalized_inputs(obs, p.mean, p.std, p.obs_clip))
+        x = normalized_inputs(obs, p.mean, p.std, p.obs_clip)
+        # a recurrent policy: the states are one sequence from the reset, (1, T, obs_dim)
+        return jacobians(self.spec, theta, x[None] if self.sequential_states else x)
 
     def episode(self, theta: np.ndarray, seed: int, cutoff: int, record_obs: bool = False,
                 action_noise_rng: np.random.Generator | None = None, abandon=None,
@@ -88,6 +98,7 @@ class EnvObjective:
         isfinite = math.isfinite
         try:
             obs, _ = env.reset(seed=seed)
+            policy.reset()
             while True:
                 a = policy(obs)          # None: obs holds NaN/inf (checked inside the kernel)
                 if a is None:

@@ -18,16 +18,21 @@ identity), so no libm or SIMD-dispatched transcendental is used. Matrix products
 over the input index (``_affine``): no BLAS, the same bits on every CPU.
 
 ``forward(theta, xs (B, L, n_in)) -> GRUTrace`` runs B sequences of L steps and keeps what the
-backward pass (``esmpi.policies.sensitivity``) needs.
+backward pass (``esmpi.policies.sensitivity``) needs. ``GRUPolicy`` is the policy an env objective
+runs (``policy.kind = "gru"``): one numba step per observation (``_step``, the same loops in the
+same order, so the same bits as ``forward``: tested), observation normalisation and the action map
+of ``esmpi.policies.mlp`` (a box: the outputs clipped to it; a discrete space: the first argmax),
+and a hidden state that every episode starts at zero (``reset``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-from .mlp import tanh
+from .mlp import _TANH_P, _TANH_Q, ActionSpec, _activate, tanh
 
 GATES = ("z", "r", "h")
 
@@ -37,6 +42,15 @@ class GRUSpec:
     n_in: int
     hidden: int = 16
     n_out: int = 1
+    action: ActionSpec | None = None     # the env's action space (a policy; n_out = its size); None: raw outputs
+
+    @property
+    def obs_dim(self) -> int:
+        return self.n_in
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        return [self.n_in, self.hidden, self.n_out]
 
     def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         H = self.hidden
@@ -117,22 +131,137 @@ def forward(spec: GRUSpec, theta: np.ndarray, xs: np.ndarray) -> GRUTrace:
     return tr
 
 
-class GRUPolicy:
-    """Callable ``obs (n_in,) -> output (n_out,) float32`` keeping its hidden state; ``reset()`` zeroes it."""
+@numba.njit(cache=True, nogil=True)
+def _gate(a, b, W, U, x, h, n_in, H):
+    # a = b + x W + h U, summed term by term in input order (``_affine``'s order, no FMA contraction)
+    for j in range(H):
+        a[j] = b[j]
+    for k in range(n_in):
+        for j in range(H):
+            a[j] = a[j] + x[k] * W[k * H + j]
+    for k in range(H):
+        for j in range(H):
+            a[j] = a[j] + h[k] * U[k * H + j]
 
-    def __init__(self, spec: GRUSpec, theta: np.ndarray):
-        self.spec, self.theta = spec, np.asarray(theta, np.float32)
-        self.reset()
+
+@numba.njit(cache=True, nogil=True)
+def _sigmoid(a, P, Q):
+    for j in range(a.size):
+        a[j] = a[j] * np.float32(0.5)
+    _activate(a, 0, P, Q)
+    for j in range(a.size):
+        a[j] = np.float32(0.5) + np.float32(0.5) * a[j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _step(obs, theta, aux, meta, h, scratch, action, P, Q):
+    """One step of the GRU policy: obs (n_in,) float64 and state h (H,) float32 (updated in place) ->
+    -1 (box: ``action`` filled), the discrete action index (>= 0), or -2 if obs holds NaN/inf (h kept).
+
+    meta (int64): [n_in, H, n_out, mode (0 box, 1 discrete, 2 raw outputs)];
+    aux (float32): [mean (n_in), std (n_in), low (act_dim), high (act_dim), obs_clip];
+    scratch (float32, n_in + 5 H + n_out): x, z, r, c, r * h, h', y. Same bits as ``forward``."""
+    n_in, H, n_out, mode = meta[0], meta[1], meta[2], meta[3]
+    clip = aux[aux.size - 1]
+    x = scratch[:n_in]
+    for i in range(n_in):
+        o = obs[i]
+        if not np.isfinite(o):
+            return -2
+        v = (np.float32(o) - aux[i]) / aux[n_in + i]
+        x[i] = min(max(v, -clip), clip)
+    z = scratch[n_in : n_in + H]
+    r = scratch[n_in + H : n_in + 2 * H]
+    c = scratch[n_in + 2 * H : n_in + 3 * H]
+    rh = scratch[n_in + 3 * H : n_in + 4 * H]
+    hn = scratch[n_in + 4 * H : n_in + 5 * H]
+    y = scratch[n_in + 5 * H :]
+    blk = n_in * H + H * H + H                       # one gate's W, U, b
+    for g in range(3):
+        pos = g * blk
+        W, U, b = theta[pos : pos + n_in * H], theta[pos + n_in * H : pos + blk - H], theta[pos + blk - H : pos + blk]
+        if g == 0:
+            _gate(z, b, W, U, x, h, n_in, H)
+            _sigmoid(z, P, Q)
+        elif g == 1:
+            _gate(r, b, W, U, x, h, n_in, H)
+            _sigmoid(r, P, Q)
+        else:
+            for k in range(H):
+                rh[k] = r[k] * h[k]
+            _gate(c, b, W, U, x, rh, n_in, H)
+            _activate(c, 0, P, Q)
+    for j in range(H):
+        hn[j] = (np.float32(1.0) - z[j]) * h[j] + z[j] * c[j]
+    for j in range(H):
+        h[j] = hn[j]
+    pos = 3 * blk
+    for j in range(n_out):
+        y[j] = theta[pos + H * n_out + j]
+    for k in range(H):
+        for j in range(n_out):
+            y[j] = y[j] + h[k] * theta[pos + k * n_out + j]
+    if mode == 1:
+        best = 0
+        for j in range(n_out):
+            if y[j] > y[best]:
+                best = j
+        return best
+    if mode == 0:
+        lo = 2 * n_in
+        for j in range(n_out):
+            action[j] = min(max(y[j], aux[lo + j]), aux[lo + n_out + j])
+    return -1
+
+
+class GRUPolicy:
+    """The policy: ``obs (n_in,) float64 -> action`` (float32 array for a box, int for a discrete
+    space, the raw outputs for a spec without action), or ``None`` when obs holds NaN/inf; the
+    hidden state persists between calls and ``reset()`` zeroes it (every episode starts with one).
+    The same interface as ``esmpi.policies.mlp.MLPPolicy``; the returned array is a reused buffer."""
+
+    def __init__(self, spec: GRUSpec, obs_clip: float = 5.0):
+        self.spec = spec
+        a = spec.action
+        mode = 2 if a is None else 1 if a.kind == "discrete" else 0
+        ad = a.dim if mode == 0 else 0
+        n0, H = spec.n_in, spec.hidden
+        self._meta = np.array([n0, H, spec.n_out, mode], np.int64)
+        self._aux = np.zeros(2 * n0 + 2 * ad + 1, np.float32)
+        self._aux[n0 : 2 * n0] = 1.0
+        if ad:
+            self._aux[2 * n0 : 2 * n0 + ad] = a.low
+            self._aux[2 * n0 + ad : 2 * n0 + 2 * ad] = a.high
+        self._aux[-1] = obs_clip
+        self.obs_clip = np.float32(obs_clip)
+        self.mean, self.std = self._aux[:n0], self._aux[n0 : 2 * n0]
+        self._low, self._high = self._aux[2 * n0 : 2 * n0 + ad], self._aux[2 * n0 + ad : 2 * n0 + 2 * ad]
+        self._scratch = np.zeros(n0 + 5 * H + spec.n_out, np.float32)
+        self._action = np.zeros(ad, np.float32)
+        self._mode = mode
+        self.h = np.zeros(H, np.float32)
+        self._theta = None
+
+    def set_theta(self, theta: np.ndarray) -> None:
+        if theta.dtype != np.float32 or theta.shape != (self.spec.num_params,):
+            raise ValueError(f"theta must be float32 ({self.spec.num_params},), got {theta.dtype} {theta.shape}")
+        self._theta = theta
+
+    def set_obs_norm(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.mean[:] = mean
+        self.std[:] = std
 
     def reset(self) -> None:
-        self.h = np.zeros((1, self.spec.hidden), np.float32)
+        self.h[:] = 0
 
-    def __call__(self, obs) -> np.ndarray:
-        P = self.spec.unflatten(self.theta)
-        x = np.asarray(obs, np.float32).reshape(1, -1)
-        h = self.h
-        z = sigmoid(_affine(P["b_z"], [(x, P["W_z"]), (h, P["U_z"])]))
-        r = sigmoid(_affine(P["b_r"], [(x, P["W_r"]), (h, P["U_r"])]))
-        c = tanh(_affine(P["b_h"], [(x, P["W_h"]), (r * h, P["U_h"])]))
-        self.h = (np.float32(1) - z) * h + z * c
-        return _affine(P["b_o"], [(self.h, P["W_o"])])[0]
+    def __call__(self, obs: np.ndarray):
+        r = _step(np.asarray(obs, np.float64), self._theta, self._aux, self._meta, self.h, self._scratch,
+                  self._action, _TANH_P, _TANH_Q)
+        if r == -2:
+            return None
+        return int(r) if self._mode == 1 else self._action if self._mode == 0 else self.output
+
+    @property
+    def output(self) -> np.ndarray:
+        """The raw outputs y (n_out,) of the latest call (a view)."""
+        return self._scratch[-self.spec.n_out :]

@@ -235,6 +235,9 @@ class MLPPolicy:
         self.mean[:] = mean
         self.std[:] = std
 
+    def reset(self) -> None:
+        """A new episode: nothing to forget (the policy interface's hook for recurrent policies)."""
+
     def __call__(self, obs: np.ndarray):
         r = _forward(obs, self._theta, self._aux, self._meta, self._scratch, self._action, _TANH_P, _TANH_Q)
         if r == NONFINITE_OBS:

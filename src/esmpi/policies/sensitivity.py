@@ -16,10 +16,12 @@ states the parent visited, so that every weight moves the outputs about equally.
   mutation direction and ``H`` the Hessian at theta of ``mean_t sum_i (y_i(x_t; theta') -
   y_i(x_t; theta))^2``, which there is exactly ``(2/T) sum_t J_t^T J_t`` (the residual is zero);
 - ``mlp_outputs(spec, theta, x) -> (T, n_out)``: the batch forward pass (the policy kernel's bits);
-- ``parent_sensitivity(spec, theta, obs, mean, std, clip, method)``: the above from raw observations;
+- ``parent_sensitivity(spec, theta, obs, mean, std, clip, method)``: the above from raw observations
+  (MLP);
 - ``safe_mutation(theta, eps, sens, sigma) -> (d,) float32``: ``sigma * eps / s`` with ``s`` the
   sensitivity where it is 0 replaced by 1 (a weight that changes nothing is mutated plainly) and
-  floored at ``FLOOR`` = 0.01, then clipped per weight to +-``CLIP`` = 0.2 (the authors' maze code).
+  floored at ``FLOOR`` = 0.01, then clipped per weight to +-``CLIP`` = 0.2 (the authors' maze code;
+  ``ga.smg_floor`` and ``ga.smg_clip`` change both).
 
 Every rank recomputes the sensitivities (a derived cache, DESIGN.md rule 5), so the arithmetic is
 deterministic to the bit on any CPU: float32 elementwise numpy (exactly rounded per element), the
@@ -106,39 +108,51 @@ def mlp_jacobians(spec: MLPSpec, theta: np.ndarray, x: np.ndarray) -> np.ndarray
     return G
 
 
+def _rows(x: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """``x @ W`` for x (..., k), summed in input order (``_affine``) over the flattened leading dims."""
+    flat = x.reshape(-1, x.shape[-1])
+    return _affine(np.zeros(W.shape[1], np.float32), [(flat, W)]).reshape(*x.shape[:-1], W.shape[1])
+
+
 def _bptt_step(P, tr: GRUTrace, s: int, dh: np.ndarray, grad: dict) -> np.ndarray:
-    """Accumulate step s's parameter gradients given dL/dh_s (B, H); returns dL/dh_{s-1}."""
+    """Step s of C backward chains at once: accumulate the parameter gradients (C, B, ...) given
+    dL/dh_s (C, B, H); returns dL/dh_{s-1}. The forward values at step s are (B, ...) and broadcast
+    over the chains, so each chain gets exactly the bits a chain run alone would."""
     one = np.float32(1)
     x, hp, z, r, c = tr.xs[s], tr.h_prev[s], tr.z[s], tr.r[s], tr.c[s]
     da_h = dh * z * (one - c * c)
     da_z = dh * (c - hp) * z * (one - z)
-    rh_bar = _affine(np.zeros(hp.shape[1], np.float32), [(da_h, P["U_h"].T)])
+    rh_bar = _rows(da_h, P["U_h"].T)
     da_r = rh_bar * hp * r * (one - r)
     for g, da, h_in in (("z", da_z, hp), ("r", da_r, hp), ("h", da_h, r * hp)):
-        grad[f"W_{g}"] += x[:, :, None] * da[:, None, :]
-        grad[f"U_{g}"] += h_in[:, :, None] * da[:, None, :]
+        grad[f"W_{g}"] += x[:, :, None] * da[..., None, :]
+        grad[f"U_{g}"] += h_in[:, :, None] * da[..., None, :]
         grad[f"b_{g}"] += da
-    zero = np.zeros(hp.shape[1], np.float32)
-    return dh * (one - z) + rh_bar * r + _affine(zero, [(da_z, P["U_z"].T), (da_r, P["U_r"].T)])
+    flat = (da_z.reshape(-1, da_z.shape[-1]), da_r.reshape(-1, da_r.shape[-1]))
+    back = _affine(np.zeros(hp.shape[1], np.float32), [(flat[0], P["U_z"].T), (flat[1], P["U_r"].T)])
+    return dh * (one - z) + rh_bar * r + back.reshape(dh.shape)
 
 
 def gru_jacobians(spec: GRUSpec, theta: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Per-sample gradients by backpropagation through time: for output i, one backward chain per
+    target step t (all B sequences in a batch), run together from step L - 1 down to 0 (chain t joins
+    at step t), so the cost is L batched steps instead of L (L + 1) / 2 single ones."""
     tr = gru_forward(spec, theta, xs)
     P = spec.unflatten(np.asarray(theta, np.float32))
     B, L, _ = tr.y.shape
+    H = spec.hidden
     offs = spec.offsets()
     G = np.zeros((spec.n_out, B * L, spec.num_params), np.float32)
     for i in range(spec.n_out):
+        grad = {n: np.zeros((L, B, *s), np.float32) for n, (_, s) in offs.items()}   # chain t, sequence b
         for t in range(L):
-            grad = {n: np.zeros((B, *s), np.float32) for n, (_, s) in offs.items()}
-            grad["W_o"][:, :, i] = tr.h[t]
-            grad["b_o"][:, i] = 1
-            dh = np.broadcast_to(P["W_o"][:, i], (B, spec.hidden)).astype(np.float32)
-            for s in range(t, -1, -1):
-                dh = _bptt_step(P, tr, s, dh, grad)
-            rows = np.arange(B) * L + t            # sample (b, t) is row b L + t
-            for n, (p, shape) in offs.items():
-                G[i, rows, p : p + int(np.prod(shape))] = grad[n].reshape(B, -1)
+            grad["W_o"][t, :, :, i] = tr.h[t]
+            grad["b_o"][t, :, i] = 1
+        dh = np.broadcast_to(P["W_o"][:, i], (L, B, H)).astype(np.float32)
+        for s in range(L - 1, -1, -1):              # chains t >= s are active at step s
+            dh[s:] = _bptt_step(P, tr, s, dh[s:], {n: g[s:] for n, g in grad.items()})
+        for n, (p, shape) in offs.items():          # sample (b, t) is row b L + t
+            G[i, :, p : p + int(np.prod(shape))] = grad[n].transpose(1, 0, *range(2, grad[n].ndim)).reshape(B * L, -1)
     return G
 
 
@@ -212,13 +226,14 @@ def parent_sensitivity(spec: MLPSpec, theta: np.ndarray, obs: np.ndarray, obs_me
     return sensitivity(jacobians(spec, theta, normalized_inputs(obs, obs_mean, obs_std, obs_clip)), method)
 
 
-def safe_mutation(theta: np.ndarray, eps: np.ndarray, sens: np.ndarray, sigma: float) -> np.ndarray:
-    """The perturbation (d,) float32 to add to ``theta``: ``clip(sigma * eps / s, -CLIP, CLIP)`` with
-    ``s = sens`` (0 -> 1, then at least ``FLOOR``)."""
+def safe_mutation(theta: np.ndarray, eps: np.ndarray, sens: np.ndarray, sigma: float, floor: float = FLOOR,
+                  clip: float = CLIP) -> np.ndarray:
+    """The perturbation (d,) float32 to add to ``theta``: ``clip(sigma * eps / s, -clip, clip)`` with
+    ``s = sens`` (0 -> 1, then at least ``floor``); the authors' values are the defaults."""
     d = np.shape(theta)[0]
     if np.shape(eps) != (d,) or np.shape(sens) != (d,):
         raise ValueError(f"theta, eps and sens must all be ({d},)")
     s = np.asarray(sens, np.float32)
-    s = np.where(s == 0, np.float32(1), np.maximum(s, np.float32(FLOOR)))
+    s = np.where(s == 0, np.float32(1), np.maximum(s, np.float32(floor)))
     delta = (np.float32(sigma) * np.asarray(eps, np.float32)) / s
-    return np.clip(delta, -np.float32(CLIP), np.float32(CLIP))
+    return np.clip(delta, -np.float32(clip), np.float32(clip))

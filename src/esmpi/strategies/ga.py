@@ -116,7 +116,8 @@ class GA(Strategy):
     def attach(self, noise, alloc=None, barrier=None, fresh=None, jacobians=None) -> None:
         super().attach(noise, alloc, barrier, fresh, jacobians)
         if self.cfg.ga.mutation != "plain":
-            self.smg = SafeMutation(self.cfg.ga.mutation, jacobians)
+            a = self.cfg.ga
+            self.smg = SafeMutation(a.mutation, jacobians, a.smg_floor, a.smg_clip)
             self.mutation = self._smg_child        # Evaluator's hook: children materialise safely
         elif self.T:
             self.cache = ParentCache(self.T, self.ctx.d, noise, fresh, self.sigma, self.alloc, self.barrier)

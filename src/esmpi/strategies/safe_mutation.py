@@ -2,14 +2,16 @@
 
 With ``ga.mutation = "sm_g_sum" | "sm_g_abs" | "sm_g_so"`` a child of parent p is
 
-    theta = theta_p + clip(sigma * eps / s_p, -0.2, 0.2)        (``policies.sensitivity.safe_mutation``)
+    theta = theta_p + clip(sigma * eps / max(s_p, floor), -clip, clip)    (``policies.sensitivity.safe_mutation``)
 
 with ``s_p`` the sensitivity of the policy's raw outputs to each weight over ``ga.smg_states`` states
 of parent p (SUM and ABS: one (d,) vector per parent; SO: per child, from the parent's gradients and
-the child's direction eps). Those states are the parent's own: each generation with parents starts
+the child's direction eps); ``floor`` = ``ga.smg_floor`` (authors: 0.01), ``clip`` = ``ga.smg_clip``
+(authors: 0.2). Those states are the parent's own: each generation with parents starts
 with a **probe round**, one PROBE candidate per parent (``base = p``, unperturbed, addressed
 ``(GA_PROBE, g, p)``, run to the env's own limit, not counted in the budget) whose episode keeps a
-seeded sample of ``smg_states`` raw observations (the candidate column ``keep_states``). The samples
+seeded sample of ``smg_states`` raw observations (the candidate column ``keep_states``; a recurrent
+policy keeps the episode's first ``smg_states`` observations instead, one sequence from the reset). The samples
 are allgathered with the round's results and sorted by candidate index, so every rank holds the same
 states, computes the same gradients at the current observation normalisation (the one the probe and
 the children run with) and the same sensitivities: ``SafeMutation``, a derived cache of one
@@ -54,11 +56,12 @@ def probe_table(g: int, n_parents: int, d: int, k: int) -> np.ndarray:
 class SafeMutation:
     """One generation's per-parent sensitivities (SUM, ABS) or output gradients (SO), and children."""
 
-    def __init__(self, mutation: str, jacobians):
+    def __init__(self, mutation: str, jacobians, floor: float = 0.01, clip: float = 0.2):
         if jacobians is None:
             raise ConfigError(f"ga.mutation = '{mutation}' needs output gradients, which this objective's policy "
-                              "does not provide (SM-G supports the MLP policy of gym objectives): set ga.mutation = 'plain'")
+                              "does not provide (SM-G supports the MLP and GRU policies of gym objectives): set ga.mutation = 'plain'")
         self.method, self.jacobians = METHOD[mutation], jacobians
+        self.floor, self.clip = floor, clip
         self.key = None
         self.per_parent: list[np.ndarray] = []
         self.so_memo: dict = {}         # SO: (parent, offset) -> the child's sensitivity (validation re-runs children)
@@ -94,4 +97,4 @@ class SafeMutation:
                 if offset >= 0:
                     self.so_memo[(p, offset)] = memo
             s = memo
-        return np.add(base, safe_mutation(base, eps, s, sigma), out=out)
+        return np.add(base, safe_mutation(base, eps, s, sigma, self.floor, self.clip), out=out)
