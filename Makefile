@@ -122,19 +122,29 @@ data: setup
 toys: setup
 	nice -n 10 $(PY) -m esmpi.toys --out docs/robustness
 
-# Safe mutations (SM-G) against plain GA mutation on a deep narrow MLP (issue 16, docs/robustness.md
-# section 3). smg-results redraws the table and figure from the committed run summaries in results/smg/
-# (seconds); smg-runs redoes them on one rank per run, skipping runs already there (remove
-# results/smg/runs/ to redo everything; see docs/robustness.md for the CPU time).
+# Safe mutations (SM-G) against plain GA mutation (issue 16, docs/robustness.md section 3): deep narrow
+# MLPs on PointMass (results/smg, a control with order-1 outputs, one with the sensitivity floor scaled
+# to the output layer) and a GRU on the delayed-recall memory task (results/smg/recall*). smg-results
+# redraws the tables and figures from the committed run summaries (seconds); smg-runs redoes them on one
+# rank per run, skipping runs already there (remove results/smg/**/runs/ to redo everything; see
+# docs/robustness.md for the CPU time).
 .PHONY: smg-results smg-runs
 SMG_CONTROL = --depths 16,48 --mutations plain,sm_g_sum,sm_g_abs --sigmas 0.1,1 --output-init-std 1
+SMG_FLOOR = --depths 16,48 --mutations sm_g_sum,sm_g_abs --sigmas 0.001,0.01,0.1 --smg-floor 0.0001
+SMG_GRU24 = --task recall --gru-units 24 --depths 32 --sigmas 0.03,0.1,0.3,1
 smg-results: setup
 	PYTHONPATH=src $(PY) scripts/smg_study.py report --out results/smg --figure docs/robustness/smg.png
 	PYTHONPATH=src $(PY) scripts/smg_study.py report --out results/smg/control --figure docs/robustness/smg-control.png
+	PYTHONPATH=src $(PY) scripts/smg_study.py report --out results/smg/floor --figure docs/robustness/smg-floor.png $(SMG_FLOOR)
+	PYTHONPATH=src $(PY) scripts/smg_study.py report --task recall --out results/smg/recall --figure docs/robustness/smg-recall.png
+	PYTHONPATH=src $(PY) scripts/smg_study.py report --out results/smg/recall-gru24 --figure docs/robustness/smg-recall-gru24.png $(SMG_GRU24)
 
 smg-runs: setup
 	PYTHONPATH=src nice -n 10 $(PY) scripts/smg_study.py runs --out results/smg
 	PYTHONPATH=src nice -n 10 $(PY) scripts/smg_study.py runs --out results/smg/control $(SMG_CONTROL)
+	PYTHONPATH=src nice -n 10 $(PY) scripts/smg_study.py runs --out results/smg/floor $(SMG_FLOOR)
+	PYTHONPATH=src nice -n 10 $(PY) scripts/smg_study.py runs --task recall --out results/smg/recall
+	PYTHONPATH=src nice -n 10 $(PY) scripts/smg_study.py runs --out results/smg/recall-gru24 $(SMG_GRU24)
 	PYTHONPATH=src $(PY) scripts/smg_study.py sensitivities --out results/smg
 	$(MAKE) smg-results
 

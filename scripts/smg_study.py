@@ -54,6 +54,7 @@ KEEP = ("EvalEpRewMean", "GAEliteValidation", "TimestepsSoFar", "GAProbeTimestep
 DELAYS, GRU_UNITS, RECALL_TARGET = (16, 32), 8, 3.95
 RECALL_SIGMAS = (0.01, 0.03, 0.1, 0.3, 1.0)
 TASK = "pointmass"                   # set by --task
+SMG_FLOOR, SMG_CLIP = 0.01, 0.2      # the authors' values; --smg-floor / --smg-clip for the controls
 AXIS = {"pointmass": "depth", "recall": "delay"}
 
 
@@ -81,7 +82,7 @@ def config(depth: int, mutation: str, sigma: float, seed: int, generations: int 
                 "ga": {"population": 50, "truncation": 10, "sigma": sigma, "validation_top": 5,
                        "validation_episodes": 5, "test_episodes": 20, "mutation": mutation}}
         if mutation != "plain":
-            tree["ga"]["smg_states"] = 100
+            tree["ga"].update(smg_states=100, smg_floor=SMG_FLOOR, smg_clip=SMG_CLIP)
         return config_from_dict(tree, "<smg study>")
     tree = {"strategy": {"name": "ga"},
             "run": {"seed": seed, "generations": generations, "target_return": TARGET, "target_window": WINDOW},
@@ -91,7 +92,7 @@ def config(depth: int, mutation: str, sigma: float, seed: int, generations: int 
             "ga": {"population": 40, "truncation": 8, "sigma": sigma, "validation_top": 4, "validation_episodes": 5,
                    "test_episodes": 20, "mutation": mutation}}
     if mutation != "plain":
-        tree["ga"]["smg_states"] = 100
+        tree["ga"].update(smg_states=100, smg_floor=SMG_FLOOR, smg_clip=SMG_CLIP)
     return config_from_dict(tree, "<smg study>")
 
 
@@ -99,6 +100,8 @@ def name(depth: int, mutation: str, sigma: float, seed: int) -> str:
     if TASK == "recall":
         return f"recall-delay{depth}-gru{GRU_UNITS}-{mutation}-sigma{sigma:g}-s{seed}"
     out = "" if OUTPUT_STD == 0.01 else f"-out{OUTPUT_STD:g}"
+    if mutation != "plain":
+        out += ("" if SMG_FLOOR == 0.01 else f"-floor{SMG_FLOOR:g}") + ("" if SMG_CLIP == 0.2 else f"-clip{SMG_CLIP:g}")
     return f"d{depth}{out}-{mutation}-sigma{sigma:g}-s{seed}"
 
 
@@ -133,7 +136,8 @@ def run_one(depth: int, mutation: str, sigma: float, seed: int, out: Path) -> No
     hist = [{k: h.get(k, math.nan) for k in KEEP} for h in tr.history]
     evals = [h["EvalEpRewMean"] for h in hist]
     g = first_success(evals)
-    summary = {axis(): depth, **({} if TASK == "recall" else {"output_init_std": OUTPUT_STD}), "mutation": mutation, "sigma": sigma, "seed": seed, "solved": g is not None, "generation": g,
+    summary = {axis(): depth, **({} if TASK == "recall" else {"output_init_std": OUTPUT_STD}),
+               **({} if mutation == "plain" else {"smg_floor": SMG_FLOOR, "smg_clip": SMG_CLIP}), "mutation": mutation, "sigma": sigma, "seed": seed, "solved": g is not None, "generation": g,
                "timesteps": hist[g]["TimestepsSoFar"] if g is not None else None,
                "probe_timesteps": float(np.nansum([h["GAProbeTimesteps"] for h in hist])),
                "generations_run": len(hist), "best_eval": float(np.nanmax(evals)) if len(evals) > 1 else math.nan,
@@ -213,6 +217,10 @@ def table(data: list[dict]) -> str:
                     fmt = ".2f" if TASK == "recall" else ".0f"
                     row.append(f"0/{len(c)} [{np.median([x['best_trailing'] for x in c]):{fmt}}]")
             lines.append(f"| {depth} | {NAMES[m]} | " + " | ".join(row) + f" | {tot}/{n} |")
+    fc = sorted({(d["summary"]["smg_floor"], d["summary"]["smg_clip"]) for d in data if "smg_floor" in d["summary"]})
+    if fc and fc != [(0.01, 0.2)]:
+        lines += ["", "SM-G runs with " + "; ".join(f"ga.smg_floor = {f:g}, ga.smg_clip = {c:g}" for f, c in fc)
+                  + " (the authors': 0.01 and 0.2)."]
     cpu = sum(d["summary"]["cpu_s"] for d in data)
     lines += ["", f"{len(data)} runs, {cpu / 60:.1f} CPU-minutes in total (1 rank each)."]
     return "\n".join(lines) + "\n"
@@ -307,6 +315,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=len(SEEDS))
     ap.add_argument("--generations", type=int, default=GENERATIONS, help="budget per run (a pilot's)")
     ap.add_argument("--output-init-std", type=float, default=OUTPUT_STD, help="the control: 1.0")
+    ap.add_argument("--gru-units", type=int, default=GRU_UNITS, help="recall: the GRU's hidden units")
+    ap.add_argument("--smg-floor", type=float, default=SMG_FLOOR, help="ga.smg_floor of the SM-G runs")
+    ap.add_argument("--smg-clip", type=float, default=SMG_CLIP, help="ga.smg_clip of the SM-G runs")
     a = ap.parse_args(argv)
     globals()["TASK"] = a.task
     recall = a.task == "recall"
@@ -315,6 +326,8 @@ def main(argv=None) -> None:
     a.sigmas = a.sigmas or ",".join(map(str, RECALL_SIGMAS if recall else SIGMAS))
     globals()["GENERATIONS"] = a.generations
     globals()["OUTPUT_STD"] = a.output_init_std
+    globals()["SMG_FLOOR"], globals()["SMG_CLIP"] = a.smg_floor, a.smg_clip
+    globals()["GRU_UNITS"] = a.gru_units
     if a.what == "sensitivities":
         print(sensitivities(a.out))
     elif a.what == "runs":
