@@ -303,6 +303,37 @@ def sensitivities(out: Path) -> str:
     return text
 
 
+def recall_sensitivities(out: Path) -> str:
+    """Where SM-G puts its mutation on the GRU: per parameter block of the initial GRU (delay 32, the
+    first 100 states of one episode), the median SUM / ABS sensitivity and the median |mutation| at
+    sigma 0.1 relative to plain's (0.1 |eps|). Seconds; no training."""
+    from esmpi import seeding
+    from esmpi.objectives.gym import EnvObjective
+    from esmpi.policies.sensitivity import CLIP, FLOOR, safe_mutation, sensitivity
+
+    lines = ["| GRU units | block | weights | SUM: median s | SUM: median step / plain | ABS: median s "
+             "| ABS: median step / plain |", "|---:|---|---:|---:|---:|---:|---:|"]
+    for units in (8, 24):
+        globals()["GRU_UNITS"] = units
+        obj = EnvObjective(config(32, "sm_g_sum", 0.1, 0))
+        theta = obj.initial_theta(seeding.rng(0, seeding.INIT_THETA, 0))
+        states = obj.episode(theta, 1, 1000, keep_obs=True).states[:100]
+        G = obj.output_jacobians(theta, states)
+        eps = np.random.default_rng(0).standard_normal(theta.size).astype(np.float32)
+        plain = np.abs(np.float32(0.1) * eps)
+        steps = {m: np.abs(safe_mutation(theta, eps, sensitivity(G, m), 0.1, FLOOR, CLIP)) for m in ("sum", "abs")}
+        sens = {m: sensitivity(G, m) for m in ("sum", "abs")}
+        for block, (pos, shape) in obj.spec.offsets().items():
+            sl = slice(pos, pos + int(np.prod(shape)))
+            row = [str(units), f"`{block}`", str(int(np.prod(shape)))]
+            for m in ("sum", "abs"):
+                row += [f"{np.median(sens[m][sl]):.2g}", f"{np.median(steps[m][sl] / plain[sl]):.2g}"]
+            lines.append("| " + " | ".join(row) + " |")
+    text = "\n".join(lines) + "\n"
+    (out / "sensitivities.md").write_text(text)
+    return text
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=("runs", "report", "sensitivities"))
@@ -329,7 +360,7 @@ def main(argv=None) -> None:
     globals()["SMG_FLOOR"], globals()["SMG_CLIP"] = a.smg_floor, a.smg_clip
     globals()["GRU_UNITS"] = a.gru_units
     if a.what == "sensitivities":
-        print(sensitivities(a.out))
+        print(recall_sensitivities(a.out) if recall else sensitivities(a.out))
     elif a.what == "runs":
         runs(a.out, [int(x) for x in a.depths.split(",")], a.mutations.split(","),
              [float(x) for x in a.sigmas.split(",")], range(a.seeds))

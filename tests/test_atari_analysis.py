@@ -14,7 +14,7 @@ from helpers import make_runs
 pytest.importorskip("ale_py")
 
 from esmpi import analyze, checkpoint, replay  # noqa: E402
-from esmpi.errors import CheckpointError  # noqa: E402
+from esmpi.errors import CheckpointError, EsmpiError  # noqa: E402
 from esmpi.policy_io import load_policy, spec_from_policy_json  # noqa: E402
 
 TINY = ['objective.kind="atari"', "atari.frame_cap=400", "atari.ref_batch_size=8", "atari.ref_batch_prob=0.5",
@@ -74,6 +74,8 @@ def test_load_policy_plays_the_episodes_of_eval(runs, name):
             ret, t = ret + r, t + 1
             done = terminated or truncated or t >= pi.max_episode_steps
         assert (ret, t) == (res["returns"][e], res["lengths"][e])
+    with pytest.raises(EsmpiError, match="make_env takes no keyword arguments \\(got render_mode\\)"):
+        pi.make_env(render_mode="human")          # not silently ignored
 
 
 def test_video_renders_the_ale_screen_with_the_eval_episodes(runs, tmp_path):

@@ -170,6 +170,12 @@ class LoadedAtariPolicy:
         return int(a)
 
     def make_env(self, **kwargs):
+        """The preprocessed env the policy was trained in (one per policy; its screens: ``esmpi video``).
+        It takes no gymnasium keyword arguments: the env is ale-py's behind esmpi's preprocessing."""
+        if kwargs:
+            from .errors import EnvError
+            raise EnvError(f"{self.env_id}: make_env takes no keyword arguments (got {', '.join(sorted(kwargs))}); "
+                           "render the policy with `esmpi video RUN -o out.gif`, which draws the ALE screen")
         return self._obj.env
 
     def __repr__(self):
