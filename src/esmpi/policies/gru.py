@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .mlp import _TANH_P, _TANH_Q, ActionSpec, _activate, tanh
+from .mlp import _TANH_P, _TANH_Q, ActionSpec, KernelPolicy, _activate, tanh
 
 GATES = ("z", "r", "h")
 
@@ -214,42 +214,19 @@ def _step(obs, theta, aux, meta, h, scratch, action, P, Q):
     return -1
 
 
-class GRUPolicy:
+class GRUPolicy(KernelPolicy):
     """The policy: ``obs (n_in,) float64 -> action`` (float32 array for a box, int for a discrete
     space, the raw outputs for a spec without action), or ``None`` when obs holds NaN/inf; the
     hidden state persists between calls and ``reset()`` zeroes it (every episode starts with one).
     The same interface as ``esmpi.policies.mlp.MLPPolicy``; the returned array is a reused buffer."""
 
     def __init__(self, spec: GRUSpec, obs_clip: float = 5.0):
-        self.spec = spec
         a = spec.action
-        mode = 2 if a is None else 1 if a.kind == "discrete" else 0
-        ad = a.dim if mode == 0 else 0
-        n0, H = spec.n_in, spec.hidden
-        self._meta = np.array([n0, H, spec.n_out, mode], np.int64)
-        self._aux = np.zeros(2 * n0 + 2 * ad + 1, np.float32)
-        self._aux[n0 : 2 * n0] = 1.0
-        if ad:
-            self._aux[2 * n0 : 2 * n0 + ad] = a.low
-            self._aux[2 * n0 + ad : 2 * n0 + 2 * ad] = a.high
-        self._aux[-1] = obs_clip
-        self.obs_clip = np.float32(obs_clip)
-        self.mean, self.std = self._aux[:n0], self._aux[n0 : 2 * n0]
-        self._low, self._high = self._aux[2 * n0 : 2 * n0 + ad], self._aux[2 * n0 + ad : 2 * n0 + 2 * ad]
-        self._scratch = np.zeros(n0 + 5 * H + spec.n_out, np.float32)
-        self._action = np.zeros(ad, np.float32)
-        self._mode = mode
-        self.h = np.zeros(H, np.float32)
-        self._theta = None
-
-    def set_theta(self, theta: np.ndarray) -> None:
-        if theta.dtype != np.float32 or theta.shape != (self.spec.num_params,):
-            raise ValueError(f"theta must be float32 ({self.spec.num_params},), got {theta.dtype} {theta.shape}")
-        self._theta = theta
-
-    def set_obs_norm(self, mean: np.ndarray, std: np.ndarray) -> None:
-        self.mean[:] = mean
-        self.std[:] = std
+        self._mode = 2 if a is None else 1 if a.kind == "discrete" else 0
+        self._init_kernel_inputs(spec, a if self._mode == 0 else None, obs_clip)
+        self._meta = np.array([spec.n_in, spec.hidden, spec.n_out, self._mode], np.int64)
+        self._scratch = np.zeros(spec.n_in + 5 * spec.hidden + spec.n_out, np.float32)
+        self.h = np.zeros(spec.hidden, np.float32)
 
     def reset(self) -> None:
         self.h[:] = 0

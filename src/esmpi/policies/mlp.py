@@ -194,37 +194,25 @@ class MLPSpec:
 
 
 
-class MLPPolicy:
-    """Callable ``obs (obs_dim,) float64 -> action`` (float32 array for a box, int for a discrete
-    space), or ``None`` when obs holds NaN/inf. Call ``set_theta`` (and ``set_obs_norm``) first.
+class KernelPolicy:
+    """What the MLP and GRU policies share: the float32 vector ``aux = [mean (n0), std (n0), low (ad),
+    high (ad), obs_clip]`` their numba kernels read (``ad``: the box's size, 0 otherwise), with views
+    ``mean``/``std`` that ``set_obs_norm`` writes straight into, the action buffer, and ``set_theta``."""
 
-    The returned array is a reused buffer: copy it if you keep it.
-    """
-
-    def __init__(self, spec: MLPSpec, obs_clip: float = 5.0):
+    def _init_kernel_inputs(self, spec, box: "ActionSpec | None", obs_clip: float) -> None:
         self.spec = spec
-        a = spec.action
-        sizes = spec.layer_sizes
-        mode = _MODE_DISCRETE if a.kind == "discrete" else _MODE_BINS if spec.action_bins else _MODE_BOX
-        self._meta = np.array([len(sizes) - 1, *sizes, NONLIN[spec.nonlinearity], mode, spec.action_bins], np.int64)
-        ad = a.dim if a.kind == "box" else 0
-        n0 = spec.obs_dim
+        n0, ad = spec.obs_dim, box.dim if box is not None else 0
         self._aux = np.zeros(2 * n0 + 2 * ad + 1, np.float32)
         self._aux[n0 : 2 * n0] = 1.0
         if ad:
-            self._aux[2 * n0 : 2 * n0 + ad] = a.low
-            self._aux[2 * n0 + ad : 2 * n0 + 2 * ad] = a.high
+            self._aux[2 * n0 : 2 * n0 + ad] = box.low
+            self._aux[2 * n0 + ad : 2 * n0 + 2 * ad] = box.high
         self._aux[-1] = obs_clip
         self.obs_clip = np.float32(obs_clip)
-        # views into aux: set_obs_norm writes straight into the kernel's input
-        self.mean = self._aux[:n0]
-        self.std = self._aux[n0 : 2 * n0]
-        self._low = self._aux[2 * n0 : 2 * n0 + ad]
-        self._high = self._aux[2 * n0 + ad : 2 * n0 + 2 * ad]
-        self._scratch = np.zeros(sum(sizes), np.float32)
+        self.mean, self.std = self._aux[:n0], self._aux[n0 : 2 * n0]
+        self._low, self._high = self._aux[2 * n0 : 2 * n0 + ad], self._aux[2 * n0 + ad : 2 * n0 + 2 * ad]
         self._action = np.zeros(ad, np.float32)
         self._theta = None
-        self._discrete = mode == _MODE_DISCRETE
 
     def set_theta(self, theta: np.ndarray) -> None:
         if theta.dtype != np.float32 or theta.shape != (self.spec.num_params,):
@@ -234,6 +222,23 @@ class MLPPolicy:
     def set_obs_norm(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.mean[:] = mean
         self.std[:] = std
+
+
+class MLPPolicy(KernelPolicy):
+    """Callable ``obs (obs_dim,) float64 -> action`` (float32 array for a box, int for a discrete
+    space), or ``None`` when obs holds NaN/inf. Call ``set_theta`` (and ``set_obs_norm``) first.
+
+    The returned array is a reused buffer: copy it if you keep it.
+    """
+
+    def __init__(self, spec: MLPSpec, obs_clip: float = 5.0):
+        a = spec.action
+        sizes = spec.layer_sizes
+        mode = _MODE_DISCRETE if a.kind == "discrete" else _MODE_BINS if spec.action_bins else _MODE_BOX
+        self._meta = np.array([len(sizes) - 1, *sizes, NONLIN[spec.nonlinearity], mode, spec.action_bins], np.int64)
+        self._init_kernel_inputs(spec, a if a.kind == "box" else None, obs_clip)
+        self._scratch = np.zeros(sum(sizes), np.float32)
+        self._discrete = mode == _MODE_DISCRETE
 
     def reset(self) -> None:
         """A new episode: nothing to forget (the policy interface's hook for recurrent policies)."""
