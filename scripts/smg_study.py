@@ -244,8 +244,11 @@ def figure(data: list[dict], path: Path) -> None:
             rate = [np.mean([r["solved"] for r in rows if r["sigma"] == s]) for s in xs]
             shift = 1 + 0.05 * (MUTATIONS.index(m) - 1.5)      # side by side, so equal rates stay visible
             top.plot(np.array(xs) * shift, rate, marker="o", color=colors[m], label=NAMES[m])
-            best = max(xs, key=lambda s: (rate[xs.index(s)], np.median([r["best_trailing"] for r in rows
-                                                                           if r["sigma"] == s])))
+            def merit(s):      # the highest success rate, then the fewest generations (or the best plateau)
+                cell = [r for r in rows if r["sigma"] == s]
+                gens = [r["generation"] for r in cell if r["solved"]]
+                return (rate[xs.index(s)], -np.median(gens) if gens else np.median([r["best_trailing"] for r in cell]))
+            best = max(xs, key=merit)
             for d in data:
                 s = d["summary"]
                 if s[axis()] == depth and s["mutation"] == m and s["sigma"] == best:
@@ -264,8 +267,9 @@ def figure(data: list[dict], path: Path) -> None:
     axes[0, 0].set_ylabel("fraction of seeds solved")
     axes[0, 0].legend(fontsize=8)
     axes[1, 0].set_ylabel(f"elite's test return ({WINDOW}-generation mean)")
-    task = "esmpi/DelayedRecall-v0" if TASK == "recall" else "esmpi/PointMass-v0"
-    fig.suptitle(f"Deep GA on {task}: plain mutation vs SM-G (bottom: each at its best sigma, every seed)")
+    task = "DelayedRecall" if TASK == "recall" else "esmpi/PointMass-v0"
+    fig.suptitle(f"Deep GA on {task}: plain mutation vs SM-G (bottom: each at its best sigma, every seed)",
+                 fontsize=10 if len(depths) < 3 else 12)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
