@@ -231,7 +231,7 @@ def figure(data: list[dict], path: Path) -> None:
 
     depths = sorted({d["summary"][axis()] for d in data})
     sigmas = sorted({d["summary"]["sigma"] for d in data})
-    fig = Figure(figsize=(4.2 * len(depths), 7.4))
+    fig = Figure(figsize=(max(4.2 * len(depths), 7.0), 7.4))
     axes = fig.subplots(2, len(depths), squeeze=False)
     colors = {m: f"C{i}" for i, m in enumerate(MUTATIONS)}
     for j, depth in enumerate(depths):
