@@ -251,4 +251,5 @@ def test_a_gru_run_deploys_with_load_policy_and_eval(tmp_path):
     pi = last
     assert json.loads(ev.stdout)["returns"] == [episode(replay.episode_seed(9, e)) for e in range(3)]
     info = subprocess.run([*cmd, "info", str(out)], capture_output=True, text=True, timeout=120)
-    assert info.returncode == 0 and "3, 6, 2" in info.stdout, info.stdout + info.stderr
+    assert info.returncode == 0 and "GRU [3, 6, 2] (inputs, hidden units, outputs)" in info.stdout, info.stderr
+    assert "policy.kind=gru" in info.stdout and "ga.mutation=sm_g_sum" in info.stdout, info.stdout

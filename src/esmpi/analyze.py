@@ -30,10 +30,11 @@ from .runs import RunData, load_run  # noqa: F401  (the analysis commands' input
 
 # ---------------------------------------------------------------------------------------------- info
 HIGHLIGHT_KEYS = [
-    "run.seed", "policy.hidden", "policy.nonlinearity", "policy.action_bins", "es.pairs_per_generation",
+    "run.seed", "policy.kind", "policy.hidden", "policy.nonlinearity", "policy.action_bins", "es.pairs_per_generation",
     "es.noise_stdev", "es.l2coeff", "es.shaping", "es.eval_episodes", "es.episode_cutoff", "es.obs_stat_fraction",
     "es.action_noise_std", "optimizer.name", "optimizer.stepsize", "noise.size", "strategy.name", "ga.mode",
     "ga.population", "ga.truncation", "ga.sigma", "ga.validation_top", "ga.validation_episodes", "ga.test_episodes",
+    "ga.mutation", "ga.smg_states", "ga.smg_floor", "ga.smg_clip",
 ]
 # keys that mean nothing for pixels (the CNN is configured in [atari]; VBN instead of observation statistics)
 ATARI_SKIP = ("policy.", "es.obs_stat_fraction", "es.action_noise_std")
@@ -100,6 +101,7 @@ def summarize(rd: RunData) -> dict:
         "strategy": rd.attrs.get("strategy", "openai_es"),
         "env_kwargs": rd.config.get("env", {}).get("kwargs", {}),
         "policy_layers": policy.get("layer_sizes") or policy.get("net"),
+        "policy_type": policy.get("type"),
         "num_params": attrs.get("num_params"),
         "config": {k: flat[k] for k in HIGHLIGHT_KEYS
                    if k in flat and not (rd.objective_kind == "atari" and k.startswith(ATARI_SKIP))},
@@ -162,7 +164,10 @@ def format_info(s: dict) -> str:
     kw = f" {s['env_kwargs']}" if s.get("env_kwargs") else ""
     L.append(f"env          {s['env_id']}{kw}")
     L.append(f"strategy     {s['strategy']}")
-    L.append(f"policy       layers {s['policy_layers']}, {s['num_params']} parameters")
+    if s.get("policy_type") == "gru":   # recurrent: [inputs, hidden units, outputs]
+        L.append(f"policy       GRU {s['policy_layers']} (inputs, hidden units, outputs), {s['num_params']} parameters")
+    else:
+        L.append(f"policy       layers {s['policy_layers']}, {s['num_params']} parameters")
     cfg = s["config"]
     L.append("config       " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
     if s.get("atari"):
