@@ -135,33 +135,46 @@ def _export(args) -> int:
     return 0
 
 
-def _eval(args) -> int:
+def _collective(name: str, work) -> int:
+    """Run ``work(comm) -> exit code`` on every rank of an MPI analysis command (eval, robustness). An
+    ``EsmpiError`` (the ranks read the same files, so all raise it) is printed once, by rank 0, and
+    becomes the exit code; a crash is reported by the rank that had it and aborts the others, so a
+    failing rank never leaves the rest waiting in a collective."""
     from .comm import make_comm
 
     comm = make_comm()
     try:
-        from . import analyze, envs, replay
-
-        envs.restrict_imports(args.allow_import)
         try:
-            rd = analyze.load_run(args.run, args.checkpoint)
-            n = args.episodes or (replay.training_eval_episodes(rd) if args.training else 10)
-            res = replay.evaluate(rd, n, args.seed, comm, training=args.training)
+            return work(comm)
         except EsmpiError as e:
             if comm.rank == 0:
-                print(f"esmpi eval: error: {e}", file=sys.stderr, flush=True)
+                print(f"esmpi {name}: error: {e}", file=sys.stderr, flush=True)
             return e.exit_code
-        if comm.rank == 0:
-            print(json.dumps(res, indent=2) if args.json else replay.format_eval(res), flush=True)
-        return 0
+    except BrokenPipeError:   # `esmpi ... | head`: main() handles it
+        raise
     except BaseException:
-        sys.stderr.write(f"[rank {comm.rank}] esmpi eval crashed:\n{traceback.format_exc()}")
+        sys.stderr.write(f"[rank {comm.rank}] esmpi {name} crashed:\n{traceback.format_exc()}")
         sys.stderr.flush()
         if comm.size > 1:
             comm.abort(1)
         raise
     finally:
         comm.free()
+
+
+def _eval(args) -> int:
+    def work(comm) -> int:
+        from . import analyze, envs, replay
+
+        envs.restrict_imports(args.allow_import)
+        rd = analyze.load_run(args.run, args.checkpoint)
+        n = args.episodes or (replay.training_eval_episodes(rd) if args.training else 10)
+        res = replay.evaluate(rd, n, args.seed, comm, training=args.training)
+        if comm.rank == 0:
+            print(json.dumps(res, indent=2) if args.json else replay.format_eval(res), flush=True)
+        return 0
+
+    return _collective("eval", work)
 
 
 def _video(args) -> int:
@@ -200,34 +213,19 @@ def _robustness(args) -> int:
     from . import analyze
 
     runs = [analyze.load_run(r) for r in args.run]    # every file is checked before any episode runs
-    from .comm import make_comm
 
-    comm = make_comm()
-    try:
-        try:
-            tables = {}    # noise tables by (size, seed): built once, collectively, for runs that share one
-            results = [robustness.probe(rd, args.k, args.sigma, args.times, args.episodes, args.seed, comm, tables)
-                       for rd in runs]
-        except EsmpiError as e:
-            if comm.rank == 0:
-                print(f"esmpi robustness: error: {e}", file=sys.stderr, flush=True)
-            return e.exit_code
+    def work(comm) -> int:
+        tables = {}    # noise tables by (size, seed): built once, collectively, for runs that share one
+        results = [robustness.probe(rd, args.k, args.sigma, args.times, args.episodes, args.seed, comm, tables)
+                   for rd in runs]
         if comm.rank == 0:
             print(json.dumps(results, indent=1) if args.json else robustness.format_table(results), flush=True)
             if args.out:
                 out = analyze.save_figure(robustness.plot_robustness(results, args.title), args.out)
                 print(f"wrote {out}", file=sys.stderr if args.json else sys.stdout, flush=True)
         return 0
-    except BrokenPipeError:   # `esmpi robustness ... | head`: main() handles it
-        raise
-    except BaseException:
-        sys.stderr.write(f"[rank {comm.rank}] esmpi robustness crashed:\n{traceback.format_exc()}")
-        sys.stderr.flush()
-        if comm.size > 1:
-            comm.abort(1)
-        raise
-    finally:
-        comm.free()
+
+    return _collective("robustness", work)
 
 
 COMMANDS = {"info": _info, "plot": _plot, "export": _export, "eval": _eval, "video": _video,
