@@ -46,7 +46,7 @@ class EnvObjective:
         self._bc = _behaviour(cfg, self.env)
         self.bc_dim = 0 if self._bc is None else 2
         # a recurrent policy's recorded states must stay a sequence from the reset (SM-G's probe)
-        self.sequential_states = p.kind == "gru"
+        self.sequential_states = self.policy.recurrent
 
     def initial_theta(self, rng: np.random.Generator) -> np.ndarray:
         return self.spec.init_theta(rng)
@@ -54,7 +54,7 @@ class EnvObjective:
     def spec_dict(self) -> dict:
         """The policy's layout, stored in checkpoints so a policy can be rebuilt without the env."""
         s = self.spec
-        kind = "gru" if self.sequential_states else "mlp"
+        kind = "gru" if self.policy.recurrent else "mlp"
         head = {"type": kind, "env_id": self.env.id, "layer_sizes": list(s.layer_sizes)}
         if kind == "mlp":
             head.update(nonlinearity=s.nonlinearity, action_bins=s.action_bins)

@@ -20,11 +20,7 @@ def make(policy_cfg, obs_dim: int, action, obs_clip: float):
 
     if policy_cfg.kind == "gru":
         from .gru import GRUPolicy, GRUSpec
-        if action.kind == "box":
-            n_out = action.dim
-        else:
-            n_out = action.n
-        spec = GRUSpec(obs_dim, policy_cfg.hidden[0], n_out, action)
+        spec = GRUSpec(obs_dim, policy_cfg.hidden[0], action.dim if action.kind == "box" else action.n, action)
         return spec, GRUPolicy(spec, obs_clip)
     from .mlp import MLPPolicy, MLPSpec
 

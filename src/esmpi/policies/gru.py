@@ -220,6 +220,8 @@ class GRUPolicy(KernelPolicy):
     hidden state persists between calls and ``reset()`` zeroes it (every episode starts with one).
     The same interface as ``esmpi.policies.mlp.MLPPolicy``; the returned array is a reused buffer."""
 
+    recurrent = True
+
     def __init__(self, spec: GRUSpec, obs_clip: float = 5.0):
         a = spec.action
         self._mode = 2 if a is None else 1 if a.kind == "discrete" else 0

@@ -197,7 +197,10 @@ class MLPSpec:
 class KernelPolicy:
     """What the MLP and GRU policies share: the float32 vector ``aux = [mean (n0), std (n0), low (ad),
     high (ad), obs_clip]`` their numba kernels read (``ad``: the box's size, 0 otherwise), with views
-    ``mean``/``std`` that ``set_obs_norm`` writes straight into, the action buffer, and ``set_theta``."""
+    ``mean``/``std`` that ``set_obs_norm`` writes straight into, the action buffer, and ``set_theta``.
+    ``recurrent``: whether the policy keeps a state between calls within an episode."""
+
+    recurrent = False
 
     def _init_kernel_inputs(self, spec, box: "ActionSpec | None", obs_clip: float) -> None:
         self.spec = spec
